@@ -1,0 +1,121 @@
+"""Assembly: settings in, a ready pipeline and its stores out.
+
+Shared by `serve`, the CLI's direct store access and (later) replay, so every
+entry point wires the same parts the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from redis.asyncio import Redis
+
+from authz.clock import SystemClock
+from authz.errors import ConfigError
+from authz.keys import KeyHasher
+from authz.logs import LogDecisionSink
+from authz.pipeline import Pipeline
+from authz.protocols import Clock, DecisionSink, KeyRegistry
+from authz.registry import LayeredRegistry, MemoryRegistry, load_file_registry
+from authz.registry_redis import RedisRegistry
+from authz.reload import WatchedFile
+from authz.rules import Rules, load_rules
+from authz.settings import Settings
+
+log = logging.getLogger("distill_guard.app")
+
+
+@dataclass
+class App:
+    """The wired parts of one distill-guard process."""
+
+    pipeline: Pipeline
+    rules: WatchedFile[Rules]
+    registry: LayeredRegistry
+    hasher: KeyHasher
+    clock: Clock
+    accounts: WatchedFile[MemoryRegistry] | None = None
+    redis: Redis | None = None
+
+    def watched(self) -> list[WatchedFile[Rules] | WatchedFile[MemoryRegistry]]:
+        """The files to poll for hot reload."""
+        files: list[WatchedFile[Rules] | WatchedFile[MemoryRegistry]] = [self.rules]
+        if self.accounts is not None:
+            files.append(self.accounts)
+        return files
+
+    async def wait_ready(self, retry: float = 0.5) -> None:
+        """Return once the stores answer (Redis PING); retries forever, logging failures."""
+        while self.redis is not None:
+            try:
+                await self.redis.ping()
+                return
+            except Exception as exc:
+                log.warning("store not reachable yet", extra={"error": repr(exc)})
+                await asyncio.sleep(retry)
+
+    async def close(self) -> None:
+        """Release store connections."""
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def open_store(
+    url: str, *, clock: Clock, timeout: float, cache_ttl: float
+) -> tuple[KeyRegistry, Redis | None]:
+    """The dynamic key store named by a URL: `memory://` or `redis://…`."""
+    scheme = urlparse(url).scheme
+    if scheme == "memory":
+        return MemoryRegistry(), None
+    if scheme in {"redis", "rediss", "unix"}:
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=0,
+            retry_on_timeout=False,
+        )
+        return RedisRegistry(client, clock=clock, cache_ttl=cache_ttl), client
+    raise ConfigError("--store", "", f"unsupported store URL {url!r} (memory:// or redis://)")
+
+
+def build_app(
+    settings: Settings, *, clock: Clock | None = None, sink: DecisionSink | None = None
+) -> App:
+    """Load rules and accounts and wire the pipeline. Raises ConfigError on bad files."""
+    clock = clock or SystemClock()
+    hasher = KeyHasher(settings.pepper())
+    rules = WatchedFile(settings.rules, load_rules, kind="rules")
+    dynamic, client = open_store(
+        settings.store,
+        clock=clock,
+        timeout=settings.store_timeout,
+        cache_ttl=settings.registry_cache_ttl,
+    )
+    accounts: WatchedFile[MemoryRegistry] | None = None
+    registry = LayeredRegistry(None, dynamic)
+    if settings.accounts is not None:
+        accounts = WatchedFile(
+            settings.accounts,
+            lambda p: _load_accounts(p, hasher),
+            kind="accounts",
+            on_swap=registry.replace_static,
+        )
+        registry.replace_static(accounts.current())
+    pipeline = Pipeline(
+        rules=rules,
+        registry=registry,
+        hasher=hasher,
+        clock=clock,
+        sink=sink or LogDecisionSink(),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return App(pipeline, rules, registry, hasher, clock, accounts, client)
+
+
+def _load_accounts(path: Path, hasher: KeyHasher) -> MemoryRegistry:
+    return load_file_registry(path, hasher)

@@ -1,0 +1,64 @@
+"""The Decision: the plain value the pipeline returns and the gRPC edge translates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from authz.accounts import Account
+from authz.reasons import Reason
+
+
+class Action(StrEnum):
+    """What happens to the request."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The identity a decision was made for (no secret in it)."""
+
+    key_id: str
+    account: Account
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one check.
+
+    `reason` is the stable code; `detail` a human sentence for the deny body and logs.
+    `would_deny` is set in dry-run mode: the enforced answer is allow, the real one is kept.
+    """
+
+    action: Action
+    reason: Reason
+    decision_id: str
+    rules_version: str
+    detail: str = ""
+    caller: Caller | None = None
+    model: str | None = None
+    upstream_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    would_deny: Reason | None = None
+    matched: tuple[str, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request goes on to the model server."""
+        return self.action is Action.ALLOW
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of a denial (200 when allowed)."""
+        return 200 if self.allowed else self.reason.status
+
+    def deny_body(self) -> bytes:
+        """The small JSON body a denied client receives."""
+        return json.dumps(
+            {"error": self.reason.error, "reason": self.reason.value, "decision_id": self.decision_id},
+            separators=(",", ":"),
+        ).encode()

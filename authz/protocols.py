@@ -1,0 +1,60 @@
+"""The seams of the pipeline, gathered in one place.
+
+The pipeline depends only on these protocols; the gRPC server, the replay
+command and the tests plug in real or fake implementations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from authz.accounts import Account, KeyRecord
+    from authz.decision import Decision
+    from authz.facts import RequestFacts
+    from authz.rules import Rules
+
+
+class Clock(Protocol):
+    """A source of time in epoch seconds (real, or replayed from traffic)."""
+
+    def now(self) -> float:
+        """Return the current time."""
+
+
+class RulesSource(Protocol):
+    """Hands out the current rules snapshot; reloads swap it atomically."""
+
+    def current(self) -> Rules:
+        """Return the snapshot a new request should use."""
+
+
+class KeyRegistry(Protocol):
+    """Maps key digests to accounts; some registries also accept writes."""
+
+    read_only: bool
+
+    async def lookup(self, digest: str) -> KeyRecord | None:
+        """The key with this digest, or None. Raises on a dependency fault."""
+
+    async def put_account(self, account: Account) -> None:
+        """Create or replace an account."""
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account, or None."""
+
+    async def add_key(self, record: KeyRecord) -> None:
+        """Store a new key (its digest, never its secret)."""
+
+    async def revoke_key(self, key_id: str) -> KeyRecord | None:
+        """Mark a key revoked; the updated record, or None when unknown."""
+
+    async def list_keys(self, account_id: str | None = None) -> list[KeyRecord]:
+        """All keys, or those of one account, ordered by key id."""
+
+
+class DecisionSink(Protocol):
+    """Receives every decision once it is made (the record phase)."""
+
+    def record(self, facts: RequestFacts, decision: Decision) -> None:
+        """Take a decision; must not block the request path."""

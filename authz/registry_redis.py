@@ -1,0 +1,173 @@
+"""The Redis key registry: dynamic sign-ups shared by every distill-guard replica.
+
+Layout (all keys under `dg:reg:`; one digest or id per key, so it works on Redis Cluster):
+- `dg:reg:key:<digest>`   JSON key record, account fields included, so a lookup is one GET;
+- `dg:reg:id:<key id>`     the digest of that key (revoke and list by id);
+- `dg:reg:acct:<account>`  JSON account;
+- `dg:reg:acct-keys:<account>` set of key ids; `dg:reg:accounts` set of account ids.
+
+Lookups are cached in-process for `cache_ttl` seconds (bounded LRU), so a
+revocation reaches other replicas within that time; the replica that revokes
+drops its own cache entry at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import OrderedDict
+from typing import Any
+
+from redis.asyncio import Redis
+
+from authz.accounts import Account, KeyRecord, Kyc
+from authz.protocols import Clock
+
+PREFIX = "dg:reg:"
+
+
+def _account_json(a: Account) -> dict[str, Any]:
+    return {
+        "account": a.account,
+        "entity": a.entity,
+        "tier": a.tier,
+        "kyc": a.kyc.value,
+        "country": a.country,
+        "created": a.created,
+    }
+
+
+def _account_from(d: dict[str, Any]) -> Account:
+    return Account(
+        account=d["account"],
+        entity=d["entity"],
+        tier=d["tier"],
+        kyc=Kyc(d["kyc"]),
+        country=d["country"],
+        created=d.get("created"),
+    )
+
+
+def encode_record(r: KeyRecord) -> str:
+    """The JSON stored for a key (digest and metadata only)."""
+    return json.dumps(
+        {
+            "key_id": r.key_id,
+            "digest": r.digest,
+            "expires": r.expires,
+            "revoked": r.revoked,
+            "created": r.created,
+            "account": _account_json(r.account),
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_record(raw: str | bytes) -> KeyRecord:
+    """Inverse of encode_record."""
+    d = json.loads(raw)
+    return KeyRecord(
+        key_id=d["key_id"],
+        digest=d["digest"],
+        account=_account_from(d["account"]),
+        expires=d.get("expires"),
+        revoked=bool(d.get("revoked")),
+        created=d.get("created"),
+    )
+
+
+class RedisRegistry:
+    """KeyRegistry over Redis, with a small in-process lookup cache."""
+
+    read_only = False
+
+    def __init__(
+        self, client: Redis, *, clock: Clock, cache_ttl: float = 5.0, cache_size: int = 100_000
+    ) -> None:
+        self._redis = client
+        self._clock = clock
+        self._ttl = cache_ttl
+        self._size = cache_size
+        self._cache: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+
+    async def lookup(self, digest: str) -> KeyRecord | None:
+        """The key with this digest: from the cache when fresh, else one GET."""
+        now = self._clock.now()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            self._cache.move_to_end(digest)
+            return hit[1]
+        raw = await self._redis.get(PREFIX + "key:" + digest)
+        if raw is None:
+            self._cache.pop(digest, None)
+            return None
+        record = decode_record(raw)
+        if self._ttl > 0:
+            self._cache[digest] = (now + self._ttl, record)
+            self._cache.move_to_end(digest)
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return record
+
+    async def put_account(self, account: Account) -> None:
+        """Create or replace an account and rewrite its keys' copies of it."""
+        records = await self.list_keys(account.account)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(PREFIX + "acct:" + account.account, json.dumps(_account_json(account)))
+            pipe.sadd(PREFIX + "accounts", account.account)
+            for r in records:
+                pipe.set(PREFIX + "key:" + r.digest, encode_record(dataclasses.replace(r, account=account)))
+                self._cache.pop(r.digest, None)
+            await pipe.execute()
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account, or None."""
+        raw = await self._redis.get(PREFIX + "acct:" + account_id)
+        return None if raw is None else _account_from(json.loads(raw))
+
+    async def add_key(self, record: KeyRecord) -> None:
+        """Store a new key; refuses a key id that exists."""
+        if not await self._redis.set(PREFIX + "id:" + record.key_id, record.digest, nx=True):
+            raise ValueError(f"key id {record.key_id!r} already exists")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(PREFIX + "key:" + record.digest, encode_record(record))
+            pipe.sadd(PREFIX + "acct-keys:" + record.account.account, record.key_id)
+            pipe.sadd(PREFIX + "accounts", record.account.account)
+            await pipe.execute()
+
+    async def revoke_key(self, key_id: str) -> KeyRecord | None:
+        """Mark a key revoked."""
+        digest = await self._redis.get(PREFIX + "id:" + key_id)
+        if digest is None:
+            return None
+        digest = digest.decode() if isinstance(digest, bytes) else digest
+        raw = await self._redis.get(PREFIX + "key:" + digest)
+        if raw is None:
+            return None
+        record = dataclasses.replace(decode_record(raw), revoked=True)
+        await self._redis.set(PREFIX + "key:" + digest, encode_record(record))
+        self._cache.pop(digest, None)
+        return record
+
+    async def list_keys(self, account_id: str | None = None) -> list[KeyRecord]:
+        """All keys, or one account's, ordered by key id."""
+        if account_id is None:
+            accounts = sorted(_text(a) for a in await self._redis.smembers(PREFIX + "accounts"))
+        else:
+            accounts = [account_id]
+        ids: list[str] = []
+        for acct in accounts:
+            ids += [_text(i) for i in await self._redis.smembers(PREFIX + "acct-keys:" + acct)]
+        records: list[KeyRecord] = []
+        for key_id in sorted(ids):
+            digest = await self._redis.get(PREFIX + "id:" + key_id)
+            if digest is None:
+                continue
+            raw = await self._redis.get(PREFIX + "key:" + _text(digest))
+            if raw is not None:
+                records.append(decode_record(raw))
+        return records
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,88 @@
+"""Hot reload of files (rules, accounts) with last-good-wins semantics.
+
+Kubernetes updates a mounted ConfigMap or Secret by swapping a symlink in its
+directory, so the watcher compares the *resolved* path's identity (inode,
+mtime, size), not just the name. A reload that fails is logged and counted,
+and the last good value keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from authz.errors import ConfigError
+
+T = TypeVar("T")
+log = logging.getLogger("distill_guard.reload")
+
+_Signature = tuple[str, int, int, int]
+
+
+def _signature(path: Path) -> _Signature | None:
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    return (real, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class WatchedFile(Generic[T]):
+    """Holds the value loaded from a file and reloads it when the file changes."""
+
+    def __init__(
+        self,
+        path: Path,
+        load: Callable[[Path], T],
+        *,
+        kind: str,
+        on_swap: Callable[[T], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.kind = kind
+        self._load = load
+        self._on_swap = on_swap
+        self._signature = _signature(path)
+        self._value = load(path)  # the first load must succeed: no last good value yet
+        self.reloads = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def current(self) -> T:
+        """The last value that loaded successfully."""
+        return self._value
+
+    def poll(self) -> bool:
+        """Reload if the file changed; True when a new value was swapped in."""
+        signature = _signature(self.path)
+        if signature is None or signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            value = self._load(self.path)
+        except ConfigError as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            log.error(
+                "reload rejected; last good %s keep serving", self.kind,
+                extra={"file": str(self.path), "error": str(exc), "failures": self.failures},
+            )
+            return False
+        self._value = value
+        self.reloads += 1
+        self.last_error = None
+        if self._on_swap is not None:
+            self._on_swap(value)
+        log.info("reloaded %s", self.kind, extra={"file": str(self.path), "reloads": self.reloads})
+        return True
+
+    async def watch(self, interval: float) -> None:
+        """Poll forever (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(interval)
+            self.poll()

@@ -1,0 +1,137 @@
+"""The gRPC edge: Envoy's Authorization service, gRPC health, and the process lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from authz import edge
+from authz.app import App, build_app
+from authz.pipeline import Pipeline
+from authz.settings import Settings
+
+log = logging.getLogger("distill_guard.server")
+
+AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
+# Leave this much of Envoy's deadline for the answer to travel back.
+_DEADLINE_MARGIN = 0.005
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    """Answers every Check with an allow or a deny; never with a gRPC error."""
+
+    def __init__(self, pipeline: Pipeline, budget: float) -> None:
+        self._pipeline = pipeline
+        self._budget = budget
+
+    async def Check(  # noqa: N802 (the gRPC method name)
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        """Decide one request for Envoy."""
+        budget = self._budget
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = max(0.0, min(budget, remaining - _DEADLINE_MARGIN))
+        facts = edge.facts_from_check_request(request)
+        decision = await self._pipeline.check(facts, budget=budget)
+        return edge.check_response(decision)
+
+
+class Health:
+    """grpc.health.v1 for the overall server and the Authorization service."""
+
+    def __init__(self) -> None:
+        self.servicer = health.aio.HealthServicer()
+
+    async def set(self, serving: bool) -> None:
+        """Flip both service names to SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", AUTHZ_SERVICE):
+            await self.servicer.set(name, status)
+
+
+class Server:
+    """A running ext_authz server (and Admin server when configured)."""
+
+    def __init__(self, settings: Settings, app: App) -> None:
+        self.settings = settings
+        self.app = app
+        self.health = Health()
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(app.pipeline, settings.check_budget), self.grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
+        self.port = self.grpc.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+        self.admin: grpc.aio.Server | None = None
+        self.admin_port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Listen (NOT_SERVING), wait for the stores, then report SERVING."""
+        await self.health.set(False)
+        await self.grpc.start()
+        token = self.settings.admin_token()
+        if token is not None:
+            from authz.admin import start_admin_server
+
+            self.admin, self.admin_port = await start_admin_server(
+                self.settings.admin_listen, token, self.app
+            )
+        await self.app.wait_ready()
+        for watched in self.app.watched():
+            self._tasks.append(asyncio.create_task(watched.watch(self.settings.reload_interval)))
+        await self.health.set(True)
+        log.info(
+            "serving",
+            extra={
+                "listen": self.settings.listen,
+                "port": self.port,
+                "admin_port": self.admin_port,
+                "rules_version": self.app.rules.current().version,
+                "store": _redact_url(self.settings.store),
+            },
+        )
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING, let in-flight checks finish within the grace period, close."""
+        await self.health.set(False)
+        for task in self._tasks:
+            task.cancel()
+        if self.admin is not None:
+            await self.admin.stop(self.settings.grace)
+        await self.grpc.stop(self.settings.grace)
+        await self.app.close()
+        log.info("stopped")
+
+
+def _redact_url(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://[redacted]@{rest.rpartition('@')[2]}"
+    return url
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    app = build_app(settings)
+    server = Server(settings, app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("shutting down", extra={"grace": settings.grace})
+    await server.stop()

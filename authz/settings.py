@@ -1,0 +1,99 @@
+"""Process settings: read once at start from flags, each with a DISTILL_GUARD_* variable.
+
+Settings are how the process runs (addresses, files, stores, budgets); what it
+decides lives in the hot-reloaded rules file. The two are never mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+ENV_PREFIX = "DISTILL_GUARD_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `distill-guard serve` needs to start."""
+
+    rules: Path
+    listen: str = "127.0.0.1:9191"
+    accounts: Path | None = None
+    store: str = "memory://"
+    key_pepper_file: Path | None = None
+    admin_listen: str = "127.0.0.1:9192"
+    admin_token_file: Path | None = None
+    check_budget: float = 0.2
+    store_timeout: float = 0.05
+    registry_cache_ttl: float = 5.0
+    reload_interval: float = 2.0
+    max_body_bytes: int = 1 << 20
+    grace: float = 5.0
+    log_level: str = "info"
+
+    def pepper(self) -> bytes | None:
+        """The key pepper (HMAC secret), if one is configured."""
+        if self.key_pepper_file is None:
+            return None
+        return self.key_pepper_file.read_bytes().strip() or None
+
+    def admin_token(self) -> str | None:
+        """The Admin API bearer token; the Admin API is off without one."""
+        token = os.environ.get(ENV_PREFIX + "ADMIN_TOKEN")
+        if token is None and self.admin_token_file is not None:
+            token = self.admin_token_file.read_text().strip()
+        return token or None
+
+
+_HELP = {
+    "rules": "rules file (YAML), hot-reloaded",
+    "listen": "ext_authz gRPC address HOST:PORT (port 0 picks a free one)",
+    "accounts": "accounts file (JSON lines or YAML), hot-reloaded",
+    "store": "memory:// (embedded, one process) or redis://HOST:PORT/DB",
+    "key_pepper_file": "file holding the HMAC pepper for key digests (from a Secret)",
+    "admin_listen": "Admin gRPC address HOST:PORT (served only with an admin token)",
+    "admin_token_file": f"file holding the Admin API bearer token (or set {ENV_PREFIX}ADMIN_TOKEN)",
+    "check_budget": "seconds a check may take before it fails closed (keep below Envoy's timeout)",
+    "store_timeout": "seconds one store call may take",
+    "registry_cache_ttl": "seconds a Redis key lookup is cached in-process (revocation delay)",
+    "reload_interval": "seconds between checks of the rules and accounts files",
+    "max_body_bytes": "bytes of a request body examined at most",
+    "grace": "seconds in-flight checks get to finish on SIGTERM",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; its default comes from DISTILL_GUARD_<NAME> or the field."""
+    for f in fields(Settings):
+        env = ENV_PREFIX + f.name.upper()
+        from_env = os.environ.get(env)
+        shown = "" if f.default is MISSING or f.default is None else f"; default {f.default}"
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=from_env,
+            required=f.default is MISSING and from_env is None,
+            help=f"{_HELP[f.name]} [env {env}{shown}]",
+        )
+
+
+def from_namespace(ns: argparse.Namespace) -> Settings:
+    """Build Settings from parsed flags, converting each value to its field's type."""
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        raw = getattr(ns, f.name)
+        if raw is None:
+            continue
+        kind = str(f.type)
+        if "Path" in kind:
+            values[f.name] = Path(raw)
+        elif kind == "float":
+            values[f.name] = float(raw)
+        elif kind == "int":
+            values[f.name] = int(raw)
+        else:
+            values[f.name] = str(raw)
+    return Settings(**values)  # type: ignore[arg-type]
