@@ -33,12 +33,14 @@ def format_validation_error(
         problem = "unknown key"
     elif kind == "missing":
         problem = "required key is missing"
+    elif kind == "value_error":
+        # Our own validators name the offending value themselves.
+        problem = err["msg"].removeprefix("Value error, ")
     else:
         problem = err["msg"]
-        if problem.startswith("Value error, "):
-            problem = problem[len("Value error, ") :]
-        if "input" in err and kind not in {"model_type", "dict_type", "list_type"}:
-            problem += f" (got {err['input']!r})"
+        if "input" in err and kind not in {"model_type", "dict_type"}:
+            shown = repr(err["input"])
+            problem += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     if lines:
         line = _nearest_line(parts, lines)
         if line is not None:

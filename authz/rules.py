@@ -89,11 +89,13 @@ class RulesDocument(_Strict):
         description="`dry_run` computes and records every real decision, then allows the request.",
     )
     identity: IdentityRules = IdentityRules()
-    tiers: dict[str, TierRules] = Field(min_length=1)
+    tiers: dict[str, TierRules] = Field(description="Tiers by name; accounts name their tier.")
 
     @field_validator("tiers")
     @classmethod
     def _tier_names(cls, tiers: dict[str, TierRules]) -> dict[str, TierRules]:
+        if not tiers:
+            raise ValueError("define at least one tier")
         for name in tiers:
             if not re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", name):
                 raise ValueError(f"tier name {name!r} must match [a-z0-9][a-z0-9_-]*")

@@ -1,0 +1,55 @@
+"""A real distill-guard gRPC server on 127.0.0.1:0, run in a background thread for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from authz.app import App, build_app
+from authz.server import Server
+from authz.settings import Settings
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """Owns an event loop thread running one Server; sync tests talk to it over gRPC."""
+
+    def __init__(self, settings: Settings, customize: Callable[[App], None] | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        app = build_app(settings)
+        if customize is not None:
+            customize(app)
+        self.app = app
+        self.server: Server = self.call(self._make(settings, app))
+        self.call(self.server.start())
+
+    @staticmethod
+    async def _make(settings: Settings, app: App) -> Server:
+        return Server(settings, app)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run a coroutine on the server's loop without waiting."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    @property
+    def target(self) -> str:
+        """host:port of the Authorization service."""
+        return f"127.0.0.1:{self.server.port}"
+
+    def close(self) -> None:
+        """Stop the server and the loop."""
+        try:
+            self.call(self.server.stop(), timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)

@@ -1,0 +1,133 @@
+"""Hot reload: ConfigMap-style symlink swaps, bad edits keeping the last good rules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+from authz.errors import ConfigError
+from authz.reload import WatchedFile
+from authz.rules import Rules, load_rules
+from tests.checkreq import check_request
+from tests.fakes import BOB_KEY, DEMO_ACCOUNTS
+from tests.serverthread import ServerThread
+from tests.test_server import demo_settings
+
+OPEN = "version: open\ntiers: {pro: {}, free: {}, enterprise: {}}\n"
+CLOSED = "version: closed\ntiers: {pro: {paths: ['/v2/*']}, free: {}, enterprise: {}}\n"
+
+
+def configmap(tmp_path: Path, text: str) -> Path:
+    """A directory laid out like a mounted ConfigMap: file -> ..data/file, ..data -> revision."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    swap(mount, text, "rev1")
+    (mount / "rules.yaml").symlink_to("..data/rules.yaml")
+    return mount / "rules.yaml"
+
+
+def swap(mount: Path, text: str, revision: str) -> None:
+    """Publish a new revision the way the kubelet does: atomic rename of the ..data link."""
+    rev = mount / revision
+    rev.mkdir()
+    (rev / "rules.yaml").write_text(text)
+    tmp_link = mount / "..data_tmp"
+    tmp_link.symlink_to(revision)
+    os.replace(tmp_link, mount / "..data")
+
+
+def test_symlink_swap_is_picked_up(tmp_path: Path) -> None:
+    """Swapping the ConfigMap's ..data link reloads the rules though the file name is unchanged."""
+    path = configmap(tmp_path, OPEN)
+    watched: WatchedFile[Rules] = WatchedFile(path, load_rules, kind="rules")
+    assert watched.current().version.startswith("open@")
+    assert watched.poll() is False
+    swap(path.parent, CLOSED, "rev2")
+    assert watched.poll() is True
+    assert watched.current().version.startswith("closed@") and watched.reloads == 1
+
+
+def test_bad_edit_keeps_last_good_rules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A broken edit is logged and counted with file, path and problem; old rules keep serving."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(OPEN)
+    watched: WatchedFile[Rules] = WatchedFile(path, load_rules, kind="rules")
+    before = watched.current()
+    time.sleep(0.01)
+    path.write_text("tiers:\n  pro: {pathz: []}\n")
+    with caplog.at_level(logging.ERROR, logger="distill_guard.reload"):
+        assert watched.poll() is False
+    assert watched.current() is before
+    assert watched.failures == 1
+    assert watched.last_error == f"{path}:2: tiers.pro.pathz: unknown key"
+    assert getattr(caplog.records[-1], "error") == watched.last_error
+    path.write_text(CLOSED)
+    assert watched.poll() is True and watched.last_error is None
+
+
+def test_deleted_file_keeps_last_good(tmp_path: Path) -> None:
+    """A rules file that disappears leaves the last good rules in place."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(OPEN)
+    watched: WatchedFile[Rules] = WatchedFile(path, load_rules, kind="rules")
+    path.unlink()
+    assert watched.poll() is False and watched.current().version.startswith("open@")
+
+
+def test_first_load_must_succeed(tmp_path: Path) -> None:
+    """With no last good value, a broken file is an error at start."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("tiers: {}\n")
+    with pytest.raises(ConfigError, match="define at least one tier"):
+        WatchedFile(path, load_rules, kind="rules")
+
+
+def test_running_server_applies_edits(tmp_path: Path) -> None:
+    """A rules edit reaches a running server without a restart, within the reload interval."""
+    path = configmap(tmp_path, OPEN)
+    running = ServerThread(demo_settings(rules=path, accounts=DEMO_ACCOUNTS, reload_interval=0.05))
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            assert stub.Check(check_request({"x-api-key": BOB_KEY})).HasField("ok_response")
+            swap(path.parent, CLOSED, "rev2")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                resp = stub.Check(check_request({"x-api-key": BOB_KEY}))
+                if resp.HasField("denied_response"):
+                    break
+                time.sleep(0.02)
+            assert json.loads(resp.denied_response.body)["reason"] == "path_not_allowed"
+    finally:
+        running.close()
+
+
+def test_accounts_file_reload_revokes(tmp_path: Path) -> None:
+    """Marking a key revoked in the accounts file takes effect on the running server."""
+    accounts = tmp_path / "accounts.jsonl"
+    lines = DEMO_ACCOUNTS.read_text()
+    accounts.write_text(lines)
+    running = ServerThread(demo_settings(accounts=accounts, reload_interval=0.05))
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            assert stub.Check(check_request({"x-api-key": BOB_KEY})).HasField("ok_response")
+            accounts.write_text(
+                lines.replace('"id": "k_bob_1", "secret"', '"id": "k_bob_1", "revoked": true, "secret"')
+            )
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                resp = stub.Check(check_request({"x-api-key": BOB_KEY}))
+                if resp.HasField("denied_response"):
+                    break
+                time.sleep(0.02)
+            assert json.loads(resp.denied_response.body)["reason"] == "key_revoked"
+    finally:
+        running.close()
