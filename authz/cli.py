@@ -17,7 +17,7 @@ from authz.errors import ConfigError
 from authz.rules import json_schema, load_rules
 
 # Modules that contribute subcommands besides the ones defined here.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("authz.upstream", "authz.demo", "authz.bench")
 
 
 def _serve(ns: argparse.Namespace) -> int:

@@ -59,6 +59,10 @@ class Decision:
     def deny_body(self) -> bytes:
         """The small JSON body a denied client receives."""
         return json.dumps(
-            {"error": self.reason.error, "reason": self.reason.value, "decision_id": self.decision_id},
+            {
+                "error": self.reason.error,
+                "reason": self.reason.value,
+                "decision_id": self.decision_id,
+            },
             separators=(",", ":"),
         ).encode()

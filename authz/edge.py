@@ -15,7 +15,11 @@ from authz.decision import Decision
 from authz.facts import RequestFacts, parse_ip
 
 _OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
-_RPC_CODE = {401: code_pb2.UNAUTHENTICATED, 429: code_pb2.RESOURCE_EXHAUSTED, 503: code_pb2.UNAVAILABLE}
+_RPC_CODE = {
+    401: code_pb2.UNAUTHENTICATED,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    503: code_pb2.UNAVAILABLE,
+}
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 
@@ -25,7 +29,12 @@ def facts_from_check_request(req: external_auth_pb2.CheckRequest) -> RequestFact
     source = _source_text(attrs.source.address)
     if not attrs.HasField("request") or not attrs.request.HasField("http"):
         return RequestFacts(
-            method="", path="", host="", headers={}, client_ip=parse_ip(source), source=source,
+            method="",
+            path="",
+            host="",
+            headers={},
+            client_ip=parse_ip(source),
+            source=source,
             malformed="CheckRequest has no attributes.request.http",
         )
     http = attrs.request.http
@@ -129,7 +138,7 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
             message=decision.reason.value,
         ),
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.status),  # type: ignore[arg-type]
+            status=http_status_pb2.HttpStatus(code=decision.status),
             headers=headers,
             body=decision.deny_body().decode(),
         ),

@@ -97,12 +97,17 @@ class Pipeline:
             )
         except asyncio.CancelledError:
             self._sink.record(
-                facts, self._deny(state, Denial(Reason.DEADLINE_EXCEEDED, "cancelled by the caller"))
+                facts,
+                self._deny(state, Denial(Reason.DEADLINE_EXCEEDED, "cancelled by the caller")),
             )
             raise
         except DependencyFault as exc:
-            log.warning("dependency failed", extra={"decision_id": state.decision_id, "error": str(exc)})
-            decision = self._deny(state, Denial(Reason.DEPENDENCY_FAILED, "a dependency is unavailable"))
+            log.warning(
+                "dependency failed", extra={"decision_id": state.decision_id, "error": str(exc)}
+            )
+            decision = self._deny(
+                state, Denial(Reason.DEPENDENCY_FAILED, "a dependency is unavailable")
+            )
         except Exception:
             log.exception("check failed", extra={"decision_id": state.decision_id})
             decision = self._deny(state, Denial(Reason.INTERNAL_ERROR, "internal error"))
@@ -142,7 +147,9 @@ class Pipeline:
         except KeyProblem as exc:
             return Denial(Reason.KEY_MALFORMED, str(exc))
         if key is None:
-            return Denial(Reason.KEY_MISSING, "no API key in " + " or ".join(state.rules.key_headers))
+            return Denial(
+                Reason.KEY_MISSING, "no API key in " + " or ".join(state.rules.key_headers)
+            )
         try:
             record = await self._registry.lookup(self._hasher.digest(key))
         except Exception as exc:
@@ -169,7 +176,8 @@ class Pipeline:
         if caller.account.kyc is not Kyc.VERIFIED and not tier.allow_unverified:
             return Denial(
                 Reason.VERIFICATION_REQUIRED,
-                f"tier {tier.name!r} requires a verified account (KYC is {caller.account.kyc.value})",
+                f"tier {tier.name!r} requires a verified account "
+                f"(KYC is {caller.account.kyc.value})",
             )
         if not tier.allows_path(facts.path):
             return Denial(Reason.PATH_NOT_ALLOWED, f"tier {tier.name!r} may not call this path")
@@ -194,7 +202,9 @@ class Pipeline:
             return Denial(Reason.BODY_MALFORMED, f"request body is {exc}")
         model = summary.model
         if model is not None and not _MODEL_NAME.match(model):
-            return Denial(Reason.BODY_MALFORMED, "request body names a model with invalid characters")
+            return Denial(
+                Reason.BODY_MALFORMED, "request body names a model with invalid characters"
+            )
         state.model = model
         return None
 

@@ -143,7 +143,7 @@ class LayeredRegistry:
             r.key_id == key_id for r in await self._static.list_keys()
         ):
             raise ReadOnlyRegistry(
-                f"key {key_id!r} is declared in the accounts file: set \"revoked\": true there"
+                f'key {key_id!r} is declared in the accounts file: set "revoked": true there'
             )
         return await self.dynamic.revoke_key(key_id)
 

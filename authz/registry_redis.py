@@ -116,7 +116,10 @@ class RedisRegistry:
             pipe.set(PREFIX + "acct:" + account.account, json.dumps(_account_json(account)))
             pipe.sadd(PREFIX + "accounts", account.account)
             for r in records:
-                pipe.set(PREFIX + "key:" + r.digest, encode_record(dataclasses.replace(r, account=account)))
+                pipe.set(
+                    PREFIX + "key:" + r.digest,
+                    encode_record(dataclasses.replace(r, account=account)),
+                )
                 self._cache.pop(r.digest, None)
             await pipe.execute()
 

@@ -69,7 +69,8 @@ class WatchedFile(Generic[T]):
             self.failures += 1
             self.last_error = str(exc)
             log.error(
-                "reload rejected; last good %s keep serving", self.kind,
+                "reload rejected; last good %s keep serving",
+                self.kind,
                 extra={"file": str(self.path), "error": str(exc), "failures": self.failures},
             )
             return False

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
 from authz import edge
 from authz.app import App, build_app
@@ -30,7 +32,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         self._budget = budget
 
     async def Check(  # noqa: N802 (the gRPC method name)
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> external_auth_pb2.CheckResponse:
         """Decide one request for Envoy."""
         budget = self._budget
@@ -46,7 +50,7 @@ class Health:
     """grpc.health.v1 for the overall server and the Authorization service."""
 
     def __init__(self) -> None:
-        self.servicer = health.aio.HealthServicer()
+        self.servicer = AsyncHealthServicer()
 
     async def set(self, serving: bool) -> None:
         """Flip both service names to SERVING or NOT_SERVING."""

@@ -63,10 +63,14 @@ def check_requests(draw: st.DrawFn) -> external_auth_pb2.CheckRequest:
     headers = draw(st.dictionaries(header_names, st.one_of(text, key_values), max_size=6))
     req = check_request(
         headers,
-        body=draw(st.one_of(st.just(b""), st.binary(max_size=512), st.just(b'{"model": "small-1"}'))),
+        body=draw(
+            st.one_of(st.just(b""), st.binary(max_size=512), st.just(b'{"model": "small-1"}'))
+        ),
         path=draw(st.one_of(st.sampled_from(["/v1/messages", "/v1/models", ""]), text)),
         method=draw(st.sampled_from(["POST", "GET", "", "BREW"])),
-        source=draw(st.one_of(st.sampled_from(["203.0.113.7", "::ffff:1.2.3.4", "2001:db8::1"]), text)),
+        source=draw(
+            st.one_of(st.sampled_from(["203.0.113.7", "::ffff:1.2.3.4", "2001:db8::1"]), text)
+        ),
     )
     if draw(st.booleans()):
         req.attributes.request.http.size = draw(st.integers(min_value=-1, max_value=1 << 30))

@@ -28,7 +28,10 @@ def test_bearer_and_x_api_key() -> None:
         ({"authorization": "Basic dXNlcjpwYXNz"}, "not a Bearer credential"),
         ({"x-api-key": "short"}, "key length"),
         ({"x-api-key": "k" * 10_000}, "key length"),
-        ({"x-api-key": "dg_\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"}, "characters"),
+        (
+            {"x-api-key": "dg_" + "\u00e9" * 20},
+            "characters",
+        ),
         ({"x-api-key": "dg_aaaaaaaa\x00bbbbbbbbb"}, "characters"),
     ],
 )

@@ -68,9 +68,7 @@ def test_allowed_request_carries_identity_headers() -> None:
         ({"x-api-key": BOB_KEY}, b"\xff\x00", Reason.BODY_MALFORMED, 400),
     ],
 )
-def test_denials(
-    headers: dict[str, str], body: bytes | None, reason: Reason, status: int
-) -> None:
+def test_denials(headers: dict[str, str], body: bytes | None, reason: Reason, status: int) -> None:
     """Each way of failing identity or tier rules has its own reason and status."""
     d = decide(headers, body=body)
     assert not d.allowed
@@ -78,7 +76,11 @@ def test_denials(
     assert d.detail
     assert d.upstream_headers == ()
     body_json = json.loads(d.deny_body())
-    assert body_json == {"error": reason.error, "reason": reason.value, "decision_id": d.decision_id}
+    assert body_json == {
+        "error": reason.error,
+        "reason": reason.value,
+        "decision_id": d.decision_id,
+    }
 
 
 def test_path_not_allowed_for_tier() -> None:

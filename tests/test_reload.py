@@ -67,7 +67,7 @@ def test_bad_edit_keeps_last_good_rules(tmp_path: Path, caplog: pytest.LogCaptur
     assert watched.current() is before
     assert watched.failures == 1
     assert watched.last_error == f"{path}:2: tiers.pro.pathz: unknown key"
-    assert getattr(caplog.records[-1], "error") == watched.last_error
+    assert caplog.records[-1].error == watched.last_error
     path.write_text(CLOSED)
     assert watched.poll() is True and watched.last_error is None
 
@@ -120,7 +120,9 @@ def test_accounts_file_reload_revokes(tmp_path: Path) -> None:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             assert stub.Check(check_request({"x-api-key": BOB_KEY})).HasField("ok_response")
             accounts.write_text(
-                lines.replace('"id": "k_bob_1", "secret"', '"id": "k_bob_1", "revoked": true, "secret"')
+                lines.replace(
+                    '"id": "k_bob_1", "secret"', '"id": "k_bob_1", "revoked": true, "secret"'
+                )
             )
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
