@@ -51,10 +51,11 @@ def summarize(body: bytes, *, partial: bool, limit: int) -> BodySummary:
     """Decode a request body into its top-level members.
 
     A complete body must be one UTF-8 JSON object without duplicate members.
-    A partial body (or one longer than `limit`) yields the members that are
+    A partial body (or one of `limit` bytes or more) yields the members that are
     complete before the cut.
     """
-    if len(body) > limit:
+    if len(body) >= limit:
+        # At the bound we cannot know whether more followed: read it as cut.
         body, partial = body[:limit], True
     if not partial:
         try:

@@ -45,8 +45,12 @@ def facts_from_check_request(req: external_auth_pb2.CheckRequest) -> RequestFact
         body = http.body.encode("utf-8", errors="surrogateescape")
     else:
         body = None
-    partial = headers.get(PARTIAL_BODY_HEADER) == "true" or (
-        body is not None and http.size > len(body)
+    partial = body is not None and (
+        headers.get(PARTIAL_BODY_HEADER) == "true"
+        or http.size > len(body)
+        # Envoy may mark a body cut exactly at max_request_bytes as complete;
+        # Content-Length still tells.
+        or _content_length(headers) > len(body)
     )
     malformed = ""
     if not http.method or not http.path:
@@ -60,10 +64,19 @@ def facts_from_check_request(req: external_auth_pb2.CheckRequest) -> RequestFact
         source=source,
         body=body,
         body_partial=partial,
-        request_id=http.id or headers.get("x-request-id", ""),
+        # x-request-id is what Envoy's access log and the model server see;
+        # http.id is only Envoy's internal stream id.
+        request_id=headers.get("x-request-id", "") or http.id,
         protocol=http.protocol,
         malformed=malformed,
     )
+
+
+def _content_length(headers: dict[str, str]) -> int:
+    try:
+        return int(headers.get("content-length", "0"))
+    except ValueError:
+        return 0
 
 
 def _source_text(address: address_pb2.Address) -> str:

@@ -25,9 +25,19 @@ RULES_VERSION = GOVERNANCE_PREFIX + "rules-version"
 DRY_RUN_DENY = GOVERNANCE_PREFIX + "dry-run-deny"
 
 
-def client_governance_headers(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """Names of headers in our namespace that the client sent (to be removed)."""
-    return tuple(sorted(name for name in headers if name.startswith(GOVERNANCE_PREFIX)))
+def headers_to_remove(
+    headers: Mapping[str, str], ours: tuple[tuple[str, str], ...]
+) -> tuple[str, ...]:
+    """Client-sent headers in our namespace that none of ours overwrites.
+
+    Envoy applies `headers_to_remove` after the headers we set, so a name we
+    set must not be listed: the overwrite already replaces the client's copy,
+    and removing it would drop ours too.
+    """
+    set_by_us = {name for name, _ in ours}
+    return tuple(
+        sorted(n for n in headers if n.startswith(GOVERNANCE_PREFIX) and n not in set_by_us)
+    )
 
 
 def upstream_headers(

@@ -216,7 +216,10 @@ class Pipeline:
     def _allow(self, state: _Check) -> Decision:
         assert state.caller is not None and state.tier is not None
         rules = state.rules
-        remove = governance.client_governance_headers(state.facts.headers)
+        upstream = governance.upstream_headers(
+            state.decision_id, rules.version, state.caller, state.tier, state.model
+        )
+        remove = governance.headers_to_remove(state.facts.headers, upstream)
         if not rules.forward_key:
             remove += tuple(h for h in rules.key_headers if h in state.facts.headers)
         return Decision(
@@ -226,9 +229,7 @@ class Pipeline:
             rules_version=rules.version,
             caller=state.caller,
             model=state.model,
-            upstream_headers=governance.upstream_headers(
-                state.decision_id, rules.version, state.caller, state.tier, state.model
-            ),
+            upstream_headers=upstream,
             remove_headers=remove,
             response_headers=((governance.DECISION_ID, state.decision_id),),
             matched=(f"tier:{state.tier.name}",),
@@ -251,7 +252,6 @@ class Pipeline:
         """In dry-run mode a denial is recorded as such, and the request is allowed."""
         if state.rules.mode != "dry_run" or decision.allowed:
             return decision
-        remove = governance.client_governance_headers(state.facts.headers)
         headers: tuple[tuple[str, str], ...] = (
             (governance.DECISION_ID, state.decision_id),
             (governance.RULES_VERSION, state.rules.version),
@@ -263,5 +263,5 @@ class Pipeline:
             reason=Reason.OK,
             would_deny=decision.reason,
             upstream_headers=headers,
-            remove_headers=remove,
+            remove_headers=governance.headers_to_remove(state.facts.headers, headers),
         )

@@ -76,6 +76,10 @@ class MemoryRegistry:
         self._by_digest[digest] = record
         return record
 
+    def has_key_id(self, key_id: str) -> bool:
+        """Whether a key with this id is held here."""
+        return key_id in self._digest_by_id
+
     async def list_keys(self, account_id: str | None = None) -> list[KeyRecord]:
         """All keys, or one account's, ordered by key id."""
         records = [
@@ -134,14 +138,14 @@ class LayeredRegistry:
         return await self.dynamic.get_account(account_id)
 
     async def add_key(self, record: KeyRecord) -> None:
-        """Store a new key in the dynamic store."""
+        """Store a new key in the dynamic store; ids must be unique across both layers."""
+        if self._static is not None and self._static.has_key_id(record.key_id):
+            raise ValueError(f"key id {record.key_id!r} already exists in the accounts file")
         await self.dynamic.add_key(record)
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
         """Revoke a key of the dynamic store (file keys are revoked by editing the file)."""
-        if self._static is not None and any(
-            r.key_id == key_id for r in await self._static.list_keys()
-        ):
+        if self._static is not None and self._static.has_key_id(key_id):
             raise ReadOnlyRegistry(
                 f'key {key_id!r} is declared in the accounts file: set "revoked": true there'
             )

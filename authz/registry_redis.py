@@ -6,6 +6,10 @@ Layout (all keys under `dg:reg:`; one digest or id per key, so it works on Redis
 - `dg:reg:acct:<account>`  JSON account;
 - `dg:reg:acct-keys:<account>` set of key ids; `dg:reg:accounts` set of account ids.
 
+Updates of an existing key record (revoking it, or changing its account's
+fields) run as small Lua scripts on that one key, so two admins acting at once
+cannot undo each other's change (a revocation is never lost to an account edit).
+
 Lookups are cached in-process for `cache_ttl` seconds (bounded LRU), so a
 revocation reaches other replicas within that time; the replica that revokes
 drops its own cache entry at once.
@@ -24,6 +28,27 @@ from authz.accounts import Account, KeyRecord, Kyc
 from authz.protocols import Clock
 
 PREFIX = "dg:reg:"
+
+# Replace the account copy inside one key record, if the record exists.
+_SET_ACCOUNT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local record = cjson.decode(raw)
+record['account'] = cjson.decode(ARGV[1])
+redis.call('SET', KEYS[1], cjson.encode(record))
+return 1
+"""
+
+# Mark one key record revoked and return it.
+_REVOKE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local record = cjson.decode(raw)
+record['revoked'] = true
+local out = cjson.encode(record)
+redis.call('SET', KEYS[1], out)
+return out
+"""
 
 
 def _account_json(a: Account) -> dict[str, Any]:
@@ -89,6 +114,8 @@ class RedisRegistry:
         self._ttl = cache_ttl
         self._size = cache_size
         self._cache: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        self._set_account = client.register_script(_SET_ACCOUNT)
+        self._revoke = client.register_script(_REVOKE)
 
     async def lookup(self, digest: str) -> KeyRecord | None:
         """The key with this digest: from the cache when fresh, else one GET."""
@@ -143,14 +170,10 @@ class RedisRegistry:
         digest = await self._redis.get(PREFIX + "id:" + key_id)
         if digest is None:
             return None
-        digest = digest.decode() if isinstance(digest, bytes) else digest
-        raw = await self._redis.get(PREFIX + "key:" + digest)
-        if raw is None:
-            return None
-        record = dataclasses.replace(decode_record(raw), revoked=True)
-        await self._redis.set(PREFIX + "key:" + digest, encode_record(record))
+        digest = _text(digest)
+        raw = await self._revoke(keys=[PREFIX + "key:" + digest])
         self._cache.pop(digest, None)
-        return record
+        return None if raw is None else decode_record(raw)
 
     async def list_keys(self, account_id: str | None = None) -> list[KeyRecord]:
         """All keys, or one account's, ordered by key id."""
@@ -158,18 +181,19 @@ class RedisRegistry:
             accounts = sorted(_text(a) for a in await self._redis.smembers(PREFIX + "accounts"))
         else:
             accounts = [account_id]
-        ids: list[str] = []
-        for acct in accounts:
-            ids += [_text(i) for i in await self._redis.smembers(PREFIX + "acct-keys:" + acct)]
-        records: list[KeyRecord] = []
-        for key_id in sorted(ids):
-            digest = await self._redis.get(PREFIX + "id:" + key_id)
-            if digest is None:
-                continue
-            raw = await self._redis.get(PREFIX + "key:" + _text(digest))
-            if raw is not None:
-                records.append(decode_record(raw))
-        return records
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for acct in accounts:
+                pipe.smembers(PREFIX + "acct-keys:" + acct)
+            ids = sorted(_text(i) for members in await pipe.execute() for i in members)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id in ids:
+                pipe.get(PREFIX + "id:" + key_id)
+            digests = [d for d in await pipe.execute() if d is not None]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.get(PREFIX + "key:" + _text(digest))
+            raws = await pipe.execute()
+        return [decode_record(raw) for raw in raws if raw is not None]
 
 
 def _text(value: str | bytes) -> str:

@@ -22,6 +22,7 @@ log = logging.getLogger("distill_guard.server")
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 # Leave this much of Envoy's deadline for the answer to travel back.
 _DEADLINE_MARGIN = 0.005
+_MAX_CHECK_REQUEST_BYTES = 16 << 20
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
@@ -70,7 +71,14 @@ class Server:
         self.settings = settings
         self.app = app
         self.health = Health()
-        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.grpc = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Envoy forwards at most max_request_bytes of body (1 MiB in envoy/) plus
+                # headers; leave ample room so an oversized request is still answered.
+                ("grpc.max_receive_message_length", _MAX_CHECK_REQUEST_BYTES),
+            ]
+        )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(app.pipeline, settings.check_budget), self.grpc
         )
@@ -90,9 +98,13 @@ class Server:
         if token is not None:
             from authz.admin import start_admin_server
 
-            self.admin, self.admin_port = await start_admin_server(
-                self.settings.admin_listen, token, self.app
-            )
+            try:
+                self.admin, self.admin_port = await start_admin_server(
+                    self.settings.admin_listen, token, self.app
+                )
+            except BaseException:
+                await self.grpc.stop(None)
+                raise
         await self.app.wait_ready()
         for watched in self.app.watched():
             self._tasks.append(asyncio.create_task(watched.watch(self.settings.reload_interval)))

@@ -41,10 +41,9 @@ class Settings:
 
     def admin_token(self) -> str | None:
         """The Admin API bearer token; the Admin API is off without one."""
-        token = os.environ.get(ENV_PREFIX + "ADMIN_TOKEN")
-        if token is None and self.admin_token_file is not None:
-            token = self.admin_token_file.read_text().strip()
-        return token or None
+        if self.admin_token_file is not None:
+            return self.admin_token_file.read_text().strip() or None
+        return os.environ.get(ENV_PREFIX + "ADMIN_TOKEN") or None
 
 
 _HELP = {

@@ -98,13 +98,16 @@ def test_partial_body_model_is_authorised_and_forwarded() -> None:
     assert d.reason is Reason.MODEL_UNREADABLE
 
 
-def test_client_governance_headers_and_key_are_removed() -> None:
-    """Forged governance headers and the key header are listed for removal upstream."""
+def test_client_governance_headers_are_overwritten_or_removed() -> None:
+    """Forged governance headers we set are overwritten; the rest and the key are removed.
+
+    Envoy applies removals after additions, so a name we set must not be removed.
+    """
     d = decide(
-        {"x-api-key": BOB_KEY, "x-distill-tier": "enterprise", "x-distill-reasoning": "full"},
+        {"x-api-key": BOB_KEY, "x-distill-tier": "enterprise", "x-distill-watermark": "none"},
     )
     assert d.allowed
-    assert set(d.remove_headers) == {"x-distill-tier", "x-distill-reasoning", "x-api-key"}
+    assert set(d.remove_headers) == {"x-distill-watermark", "x-api-key"}
     assert dict(d.upstream_headers)["x-distill-tier"] == "pro"
 
 
