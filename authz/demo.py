@@ -66,13 +66,17 @@ class Example:
 
 EXAMPLES = (
     Example(
-        "allowed: enterprise key, model frontier-2, with forged governance headers",
+        "allowed: pro key (bob), model frontier-2, with forged governance headers",
         "frontier-2",
-        "dg_demo_enterprise_acme_0001",
+        "dg_demo_pro_bob_000000001",
         200,
         "ok",
-        forged={"x-distill-tier": "enterprise", "x-distill-account": "someone-else"},
-        upstream={"x-distill-tier": "enterprise", "x-distill-account": "acme-research"},
+        forged={
+            "x-distill-tier": "enterprise",
+            "x-distill-reasoning": "full",
+            "x-distill-watermark": "off",
+        },
+        upstream={"x-distill-tier": "pro", "x-distill-reasoning": "summary"},
     ),
     Example("denied: no API key", "small-1", None, 401, "key_missing"),
     Example(
@@ -138,14 +142,14 @@ def _show_upstream(body: dict[str, Any], ex: Example) -> bool:
     ok = True
     for name, value in ex.forged.items():
         got = seen.get(name, [])
-        clean = got == [ex.upstream[name]]
-        verdict = (
-            "removed; only distill-guard's value arrived"
-            if clean
-            else "removed, but distill-guard's own value is MISSING too"
-            if not got
-            else f"ARRIVED ({', '.join(got)})"
-        )
+        ours = ex.upstream.get(name)
+        clean = got == ([ours] if ours else [])
+        if not clean:
+            verdict = f"WRONG: the model API got {got or 'nothing'}"
+        elif ours:
+            verdict = f"replaced: the model API got distill-guard's '{ours}'"
+        else:
+            verdict = "removed: the model API never saw it"
         print(f"   client's forged '{name}: {value}': {verdict}")
         ok = ok and clean
     leaked = bool(body.get("credential_received"))

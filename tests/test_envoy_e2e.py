@@ -388,7 +388,11 @@ def test_demo_once_runs_the_examples() -> None:
     assert proc.returncode == 0, out + proc.stderr
     assert "HTTP 200" in out
     assert "API key reached the model API: no" in out
-    assert "removed; only distill-guard's value arrived" in out
+    assert (
+        "forged 'x-distill-tier: enterprise': replaced: the model API got distill-guard's 'pro'"
+        in out
+    )
+    assert "forged 'x-distill-watermark: off': removed: the model API never saw it" in out
     for reason in ("key_missing", "key_revoked", "model_not_allowed", "verification_required"):
         assert f'"reason":"{reason}"' in out
     assert out.count("$ curl ") == 5
