@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
 
 ENV_PREFIX = "DISTILL_GUARD_"
@@ -64,35 +65,44 @@ _HELP = {
 }
 
 
+def _converter(f: Field[object]) -> Callable[[str], object]:
+    kind = str(f.type)
+    if "Path" in kind:
+        return Path
+    if kind == "float":
+        return float
+    if kind == "int":
+        return int
+    return str
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; its default comes from DISTILL_GUARD_<NAME> or the field."""
+    """Add one flag per setting; its default comes from DISTILL_GUARD_<NAME> or the field.
+
+    Values are converted by argparse, so a bad number is a usage error naming the flag.
+    """
     for f in fields(Settings):
         env = ENV_PREFIX + f.name.upper()
+        convert = _converter(f)
         from_env = os.environ.get(env)
+        default = None
+        if from_env is not None:
+            try:
+                default = convert(from_env)
+            except ValueError:
+                parser.error(f"{env}={from_env!r} is not a valid {f.type}")
         shown = "" if f.default is MISSING or f.default is None else f"; default {f.default}"
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            default=from_env,
+            type=convert,
+            default=default,
             required=f.default is MISSING and from_env is None,
             help=f"{_HELP[f.name]} [env {env}{shown}]",
         )
 
 
 def from_namespace(ns: argparse.Namespace) -> Settings:
-    """Build Settings from parsed flags, converting each value to its field's type."""
-    values: dict[str, object] = {}
-    for f in fields(Settings):
-        raw = getattr(ns, f.name)
-        if raw is None:
-            continue
-        kind = str(f.type)
-        if "Path" in kind:
-            values[f.name] = Path(raw)
-        elif kind == "float":
-            values[f.name] = float(raw)
-        elif kind == "int":
-            values[f.name] = int(raw)
-        else:
-            values[f.name] = str(raw)
-    return Settings(**values)  # type: ignore[arg-type]
+    """Build Settings from parsed flags; unset flags keep the field defaults."""
+    values = {f.name: getattr(ns, f.name) for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if v is not None})
