@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from authz.accounts import Account, KeyRecord
     from authz.decision import Decision
-    from authz.facts import RequestFacts
+    from authz.facts import IPAddress, RequestFacts
+    from authz.location import Location
     from authz.rules import Rules
 
 
@@ -51,6 +52,13 @@ class KeyRegistry(Protocol):
 
     async def list_keys(self, account_id: str | None = None) -> list[KeyRecord]:
         """All keys, or those of one account, ordered by key id."""
+
+
+class GeoResolver(Protocol):
+    """Locates client addresses (country, network); lookups are synchronous and fast."""
+
+    def locate(self, ip: IPAddress) -> Location:
+        """The address's kind, and its country and network when known."""
 
 
 class DecisionSink(Protocol):
