@@ -10,12 +10,14 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from redis.asyncio import Redis
 
 from authz.clock import SystemClock
 from authz.errors import ConfigError
+from authz.geo import GeoWatch, NoDatabaseResolver, watch_resolver
 from authz.keys import KeyHasher
 from authz.logs import LogDecisionSink
 from authz.pipeline import Pipeline
@@ -39,14 +41,23 @@ class App:
     hasher: KeyHasher
     clock: Clock
     accounts: WatchedFile[MemoryRegistry] | None = None
+    geo: GeoWatch | None = None
     redis: Redis | None = None
 
-    def watched(self) -> list[WatchedFile[Rules] | WatchedFile[MemoryRegistry]]:
-        """The files to poll for hot reload."""
-        files: list[WatchedFile[Rules] | WatchedFile[MemoryRegistry]] = [self.rules]
+    def watched(self) -> list[WatchedFile[Any]]:
+        """The files to poll for hot reload: rules, accounts, GeoIP databases."""
+        files: list[WatchedFile[Any]] = [self.rules]
         if self.accounts is not None:
             files.append(self.accounts)
+        if self.geo is not None:
+            files.extend(self.geo.files)
         return files
+
+    def reload_now(self) -> None:
+        """Re-read every watched file at once (SIGHUP), keeping the last good on failure."""
+        log.info("reload requested")
+        for watched in self.watched():
+            watched.poll(force=True)
 
     async def wait_ready(self, retry: float = 0.5) -> None:
         """Return once the stores answer (Redis PING); retries forever, logging failures."""
@@ -59,9 +70,11 @@ class App:
                 await asyncio.sleep(retry)
 
     async def close(self) -> None:
-        """Release store connections."""
+        """Release store connections and database files."""
         if self.redis is not None:
             await self.redis.aclose()
+        if self.geo is not None:
+            self.geo.resolver.close()
 
 
 def open_store(
@@ -106,15 +119,21 @@ def build_app(
             on_swap=registry.replace_static,
         )
         registry.replace_static(accounts.current())
+    if settings.asn is not None and settings.geoip is None:
+        raise ConfigError("--asn", "", "needs --geoip too (the country database)")
+    geo = watch_resolver(settings.geoip, settings.asn) if settings.geoip is not None else None
+    if geo is None and rules.current().jurisdiction.uses_ip_country:
+        log.warning("jurisdiction rules use IP countries but no --geoip database is configured")
     pipeline = Pipeline(
         rules=rules,
         registry=registry,
         hasher=hasher,
+        geo=geo.resolver if geo is not None else NoDatabaseResolver(),
         clock=clock,
         sink=sink or LogDecisionSink(),
         max_body_bytes=settings.max_body_bytes,
     )
-    return App(pipeline, rules, registry, hasher, clock, accounts, client)
+    return App(pipeline, rules, registry, hasher, clock, accounts, geo, client)
 
 
 def _load_accounts(path: Path, hasher: KeyHasher) -> MemoryRegistry:

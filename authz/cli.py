@@ -12,12 +12,18 @@ import importlib
 import sys
 from pathlib import Path
 
-from authz import __version__, logs, settings
+from authz import __version__, explain, logs, settings
 from authz.errors import ConfigError
 from authz.rules import json_schema, load_rules
 
 # Modules that contribute subcommands besides the ones defined here.
-COMMANDS: tuple[str, ...] = ("authz.upstream", "authz.demo", "authz.bench", "authz.keys_cli")
+COMMANDS: tuple[str, ...] = (
+    "authz.upstream",
+    "authz.demo",
+    "authz.bench",
+    "authz.keys_cli",
+    "authz.geobuild",
+)
 
 
 def _serve(ns: argparse.Namespace) -> int:
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_rules_check)
     schema = rules_sub.add_parser("schema", help="print the rules file's JSON Schema")
     schema.set_defaults(func=_rules_schema)
+    explain.add_parser(rules_sub)
 
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

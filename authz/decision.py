@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from authz.accounts import Account
+from authz.facts import IPAddress
+from authz.location import Location
 from authz.reasons import Reason
 
 
@@ -29,8 +31,11 @@ class Caller:
 class Decision:
     """The outcome of one check.
 
-    `reason` is the stable code; `detail` a human sentence for the deny body and logs.
-    `would_deny` is set in dry-run mode: the enforced answer is allow, the real one is kept.
+    `reason` is the stable code; `detail` a human sentence for the logs; `rule`
+    the id of the rule that decided (e.g. `jurisdiction:embargoed-ip`).
+    `would_deny` is set in dry-run mode: the enforced answer is allow, the real one is kept;
+    `shadow_denies` names shadow rules that would have denied; `flags` are signals raised
+    by rules that only record. `trace` is filled only when explaining.
     """
 
     action: Action
@@ -38,13 +43,18 @@ class Decision:
     decision_id: str
     rules_version: str
     detail: str = ""
+    rule: str | None = None
     caller: Caller | None = None
     model: str | None = None
+    client_ip: IPAddress | None = None
+    location: Location | None = None
+    flags: tuple[str, ...] = ()
+    shadow_denies: tuple[str, ...] = ()
     upstream_headers: tuple[tuple[str, str], ...] = ()
     remove_headers: tuple[str, ...] = ()
     response_headers: tuple[tuple[str, str], ...] = ()
     would_deny: Reason | None = None
-    matched: tuple[str, ...] = field(default=())
+    trace: tuple[tuple[str, str], ...] = ()
 
     @property
     def allowed(self) -> bool:

@@ -120,6 +120,18 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
     }
     if decision.would_deny is not None:
         fields["would_deny"] = decision.would_deny.value
+    if decision.rule is not None:
+        fields["rule"] = decision.rule
+    if decision.client_ip is not None:
+        fields["client_ip"] = str(decision.client_ip)
+    if decision.location is not None:
+        fields["country"] = decision.location.country or decision.location.kind.value
+        if decision.location.asn is not None:
+            fields["asn"] = str(decision.location.asn)
+    if decision.flags:
+        fields["flags"] = ",".join(decision.flags)
+    if decision.shadow_denies:
+        fields["shadow_denies"] = ",".join(decision.shadow_denies)
     if caller is not None:
         fields.update(
             key_id=caller.key_id,

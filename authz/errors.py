@@ -24,7 +24,8 @@ def format_validation_error(
     `lines` maps dotted paths to source line numbers, when the loader knows them.
     """
     err = exc.errors()[0]
-    parts = [str(p) for p in err["loc"]]
+    # Drop the type tags pydantic adds inside unions ("function-after[...]", "str").
+    parts = [str(p) for p in err["loc"] if isinstance(p, int) or "[" not in str(p)]
     path = ".".join(parts)
     if prefix:
         path = f"{prefix}: {path}" if path else prefix

@@ -66,6 +66,7 @@ class LogDecisionSink:
         if not decision_log.isEnabledFor(logging.INFO):
             return
         caller = decision.caller
+        loc = decision.location
         decision_log.info(
             "decision",
             extra={
@@ -80,7 +81,13 @@ class LogDecisionSink:
                 "account": caller.account.account if caller else None,
                 "entity": caller.account.entity if caller else None,
                 "tier": caller.account.tier if caller else None,
-                "client_ip": str(facts.client_ip) if facts.client_ip else facts.source[:64],
+                "rule": decision.rule,
+                "client_ip": str(decision.client_ip) if decision.client_ip else facts.source[:64],
+                "country": loc.country if loc else None,
+                "address_kind": loc.kind.value if loc else None,
+                "asn": loc.asn if loc else None,
+                "flags": list(decision.flags),
+                "shadow_denies": list(decision.shadow_denies),
                 "method": facts.method[:16],
                 "path": facts.path[:256],
                 "model": decision.model,

@@ -12,15 +12,18 @@ import dataclasses
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authz import governance
 from authz.accounts import Kyc
 from authz.body import BodyError, summarize
+from authz.clientip import ClientAddress, client_address
 from authz.decision import Action, Caller, Decision
 from authz.facts import RequestFacts
+from authz.jurisdiction import Subject, evaluate
 from authz.keys import KeyHasher, KeyProblem, extract_key
-from authz.protocols import Clock, DecisionSink, KeyRegistry, RulesSource
+from authz.location import Location
+from authz.protocols import Clock, DecisionSink, GeoResolver, KeyRegistry, RulesSource
 from authz.reasons import Reason
 from authz.rules import CompiledTier, Rules
 
@@ -31,10 +34,11 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,128}$")
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """A phase's verdict that the request stops here."""
+    """A phase's verdict that the request stops here; `rule` names the rule that said so."""
 
     reason: Reason
     detail: str
+    rule: str | None = None
 
 
 class DependencyFault(Exception):
@@ -52,6 +56,16 @@ class _Check:
     caller: Caller | None = None
     tier: CompiledTier | None = None
     model: str | None = None
+    client: ClientAddress | None = None
+    location: Location | None = None
+    flags: list[str] = field(default_factory=list)
+    shadow_denies: list[str] = field(default_factory=list)
+    trace: list[tuple[str, str]] | None = None
+
+    def note(self, phase: str, text: str) -> None:
+        """Add a line to the explain trace (only when explaining)."""
+        if self.trace is not None:
+            self.trace.append((phase, text))
 
 
 def new_decision_id() -> str:
@@ -68,6 +82,7 @@ class Pipeline:
         rules: RulesSource,
         registry: KeyRegistry,
         hasher: KeyHasher,
+        geo: GeoResolver,
         clock: Clock,
         sink: DecisionSink,
         max_body_bytes: int = 1 << 20,
@@ -75,18 +90,24 @@ class Pipeline:
         self._rules = rules
         self._registry = registry
         self._hasher = hasher
+        self._geo = geo
         self._clock = clock
         self._sink = sink
         self._max_body_bytes = max_body_bytes
 
-    async def check(self, facts: RequestFacts, *, budget: float | None = None) -> Decision:
+    async def check(
+        self, facts: RequestFacts, *, budget: float | None = None, explain: bool = False
+    ) -> Decision:
         """Decide one request within `budget` seconds.
 
         Never raises: faults and an exhausted budget become fail-closed denials.
         A cancelled check (Envoy gave up) is still recorded, then cancelled.
+        With `explain`, the decision carries the chain of rules that produced it.
         """
         rules = self._rules.current()
         state = _Check(facts, rules, self._clock.now(), new_decision_id())
+        if explain:
+            state.trace = [("rules", f"version {rules.version} from {rules.source}")]
         try:
             async with asyncio.timeout(budget):
                 denial = await self._run_phases(state)
@@ -121,12 +142,13 @@ class Pipeline:
         return (
             # 0. sanity: a request we can reason about at all.
             self._validate(state)
-            # 1. identify: key -> account -> entity -> tier.
+            # 1. identify: key -> account -> entity -> tier, and what the tier permits.
             or await self._identify(state)
-            # 2. locate (jurisdiction), 3. meter (rate counters) and 4. detect
-            # (extraction patterns) join here, in this order, as they land.
-            # 5. decide: what the tier permits.
-            or self._authorize(state)
+            or self._entitle(state)
+            # 2. locate: the client address, its country and network; jurisdiction rules.
+            or self._locate(state)
+            # 3. meter (rate counters) and 4. detect (extraction patterns) join here,
+            # then 5. decide turns their signals into the final action.
             # 6. shape headers is _allow/_deny; 7. record is in check().
         )
 
@@ -168,29 +190,85 @@ class Pipeline:
                 Reason.TIER_UNKNOWN, f"the account's tier {record.account.tier!r} is not defined"
             )
         state.tier = tier
+        account = record.account
+        state.note(
+            "identify",
+            f"key {record.key_id} -> account {account.account} (entity {account.entity}), "
+            f"tier {tier.name}, KYC {account.kyc.value}, country {account.country}",
+        )
         return None
 
-    def _authorize(self, state: _Check) -> Denial | None:
+    def _entitle(self, state: _Check) -> Denial | None:
         tier, caller, facts = state.tier, state.caller, state.facts
         assert tier is not None and caller is not None
+        rule = f"tier:{tier.name}"
         if caller.account.kyc is not Kyc.VERIFIED and not tier.allow_unverified:
             return Denial(
                 Reason.VERIFICATION_REQUIRED,
                 f"tier {tier.name!r} requires a verified account "
                 f"(KYC is {caller.account.kyc.value})",
+                rule=f"{rule}:allow_unverified",
             )
         if not tier.allows_path(facts.path):
-            return Denial(Reason.PATH_NOT_ALLOWED, f"tier {tier.name!r} may not call this path")
+            return Denial(
+                Reason.PATH_NOT_ALLOWED,
+                f"tier {tier.name!r} may not call this path",
+                rule=f"{rule}:paths",
+            )
         denial = self._read_model(state)
         if denial is not None:
             return denial
         if state.model is not None and not tier.allows_model(state.model):
             return Denial(
-                Reason.MODEL_NOT_ALLOWED, f"tier {tier.name!r} may not call model {state.model!r}"
+                Reason.MODEL_NOT_ALLOWED,
+                f"tier {tier.name!r} may not call model {state.model!r}",
+                rule=f"{rule}:models",
             )
         if state.model is None and tier.restricts_models and self._has_body(facts):
-            return Denial(Reason.MODEL_UNREADABLE, "the request body does not name a model")
+            return Denial(
+                Reason.MODEL_UNREADABLE,
+                "the request body does not name a model",
+                rule=f"{rule}:models",
+            )
+        state.note("entitle", f"tier {tier.name} may call {facts.path}, model {state.model or '-'}")
         return None
+
+    def _locate(self, state: _Check) -> Denial | None:
+        facts, rules, caller, tier = state.facts, state.rules, state.caller, state.tier
+        assert facts.client_ip is not None and caller is not None and tier is not None
+        client = client_address(
+            facts.client_ip, facts.headers.get("x-forwarded-for"), rules.client_ip
+        )
+        state.client = client
+        location = state.location = self._geo.locate(client.ip)
+        if client.xff_invalid:
+            state.flags.append("xff_invalid")
+        state.note(
+            "locate",
+            f"client {client.ip} (from {client.via}): {location.kind.value}, country "
+            f"{location.country or '-'}, AS{location.asn or '-'} {location.as_org or ''}".rstrip(),
+        )
+        account = caller.account
+        verdict = evaluate(
+            rules.jurisdiction,
+            Subject(tier.name, account.kyc, account.country, location),
+            trace=state.trace is not None,
+        )
+        for step in verdict.steps:
+            state.note("jurisdiction", f"{step.rule}: {step.outcome}")
+        state.flags += verdict.flags
+        state.shadow_denies += verdict.shadow_denies
+        rule = verdict.denied_by
+        if rule is None:
+            return None
+        return Denial(
+            rule.reason,
+            f"refused by jurisdiction rule {rule.id!r} (client country "
+            f"{location.country or 'unknown'}, account country {account.country}"
+            + (f", AS{location.asn}" if location.asn else "")
+            + ")",
+            rule=f"jurisdiction:{rule.id}",
+        )
 
     def _read_model(self, state: _Check) -> Denial | None:
         body = state.facts.body
@@ -222,30 +300,53 @@ class Pipeline:
         remove = governance.headers_to_remove(state.facts.headers, upstream)
         if not rules.forward_key:
             remove += tuple(h for h in rules.key_headers if h in state.facts.headers)
-        return Decision(
-            action=Action.ALLOW,
-            reason=Reason.OK,
-            decision_id=state.decision_id,
-            rules_version=rules.version,
-            caller=state.caller,
-            model=state.model,
+        return self._decision(
+            state,
+            Action.ALLOW,
+            Reason.OK,
+            rule=f"tier:{state.tier.name}",
             upstream_headers=upstream,
             remove_headers=remove,
-            response_headers=((governance.DECISION_ID, state.decision_id),),
-            matched=(f"tier:{state.tier.name}",),
         )
 
     def _deny(self, state: _Check, denial: Denial) -> Decision:
+        return self._decision(
+            state, Action.DENY, denial.reason, rule=denial.rule, detail=denial.detail
+        )
+
+    @staticmethod
+    def _decision(
+        state: _Check,
+        action: Action,
+        reason: Reason,
+        *,
+        rule: str | None,
+        detail: str = "",
+        upstream_headers: tuple[tuple[str, str], ...] = (),
+        remove_headers: tuple[str, ...] = (),
+    ) -> Decision:
+        """The Decision value, with everything the record and explain need."""
+        if state.trace is not None:
+            state.note(
+                "decision", f"{action.value} {reason.value}" + (f" by {rule}" if rule else "")
+            )
         return Decision(
-            action=Action.DENY,
-            reason=denial.reason,
+            action=action,
+            reason=reason,
             decision_id=state.decision_id,
             rules_version=state.rules.version,
-            detail=denial.detail,
+            detail=detail,
+            rule=rule,
             caller=state.caller,
             model=state.model,
+            client_ip=state.client.ip if state.client is not None else state.facts.client_ip,
+            location=state.location,
+            flags=tuple(state.flags),
+            shadow_denies=tuple(state.shadow_denies),
+            upstream_headers=upstream_headers,
+            remove_headers=remove_headers,
             response_headers=((governance.DECISION_ID, state.decision_id),),
-            matched=(f"tier:{state.tier.name}",) if state.tier is not None else (),
+            trace=tuple(state.trace) if state.trace is not None else (),
         )
 
     def _apply_mode(self, state: _Check, decision: Decision) -> Decision:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from authz.geobuild import demo_database
+
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
 
@@ -213,7 +215,9 @@ def authz_command(command: str, listen: str, *extra: str) -> list[str]:
 
 
 def guard_command(listen: str, *extra: str) -> list[str]:
-    """`distill-guard serve` with the demo rules and accounts and the memory store."""
+    """`distill-guard serve` with the demo rules, accounts, GeoIP database and memory store."""
     rules, accounts = str(DEMO_DIR / "rules.yaml"), str(DEMO_DIR / "accounts.jsonl")
-    files = ("--rules", rules, "--accounts", accounts, "--store", "memory://", "--grace", "1")
+    geo = str(demo_database())  # one file serves as the country and the ASN database
+    files: tuple[str, ...] = ("--rules", rules, "--accounts", accounts, "--store", "memory://")
+    files += ("--grace", "1", "--geoip", geo, "--asn", geo)
     return authz_command("serve", listen, *files, *extra)

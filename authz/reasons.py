@@ -26,6 +26,13 @@ class Reason(StrEnum):
     MODEL_NOT_ALLOWED = "model_not_allowed"
     MODEL_UNREADABLE = "model_unreadable"
     SOURCE_ADDRESS_INVALID = "source_address_invalid"
+    # jurisdiction (403): the rule that matched is named beside the reason
+    COUNTRY_DENIED = "country_denied"
+    KYC_COUNTRY_DENIED = "kyc_country_denied"
+    COUNTRY_MISMATCH = "country_mismatch"
+    NETWORK_DENIED = "network_denied"
+    ADDRESS_DENIED = "address_denied"
+    JURISDICTION_DENIED = "jurisdiction_denied"
     # the request itself (400)
     REQUEST_MALFORMED = "request_malformed"
     BODY_MALFORMED = "body_malformed"
@@ -58,6 +65,12 @@ _STATUS: dict[Reason, int] = {
     Reason.MODEL_NOT_ALLOWED: 403,
     Reason.MODEL_UNREADABLE: 403,
     Reason.SOURCE_ADDRESS_INVALID: 403,
+    Reason.COUNTRY_DENIED: 403,
+    Reason.KYC_COUNTRY_DENIED: 403,
+    Reason.COUNTRY_MISMATCH: 403,
+    Reason.NETWORK_DENIED: 403,
+    Reason.ADDRESS_DENIED: 403,
+    Reason.JURISDICTION_DENIED: 403,
     Reason.REQUEST_MALFORMED: 400,
     Reason.BODY_MALFORMED: 400,
     Reason.DEPENDENCY_FAILED: 503,

@@ -57,10 +57,10 @@ class WatchedFile(Generic[T]):
         """The last value that loaded successfully."""
         return self._value
 
-    def poll(self) -> bool:
-        """Reload if the file changed; True when a new value was swapped in."""
+    def poll(self, *, force: bool = False) -> bool:
+        """Reload if the file changed (or always, with `force`); True when swapped."""
         signature = _signature(self.path)
-        if signature is None or signature == self._signature:
+        if signature is None or (signature == self._signature and not force):
             return False
         self._signature = signature
         try:

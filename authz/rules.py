@@ -18,7 +18,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from authz.clientip import ClientIpPolicy
 from authz.errors import ConfigError, format_validation_error
+from authz.jurisdiction import (
+    ClientIpRules,
+    Jurisdiction,
+    JurisdictionRules,
+    compile_jurisdiction,
+    reference_problem,
+)
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -89,7 +97,9 @@ class RulesDocument(_Strict):
         description="`dry_run` computes and records every real decision, then allows the request.",
     )
     identity: IdentityRules = IdentityRules()
+    client_ip: ClientIpRules = ClientIpRules()
     tiers: dict[str, TierRules] = Field(description="Tiers by name; accounts name their tier.")
+    jurisdiction: JurisdictionRules = JurisdictionRules()
 
     @field_validator("tiers")
     @classmethod
@@ -132,6 +142,8 @@ class Rules:
     key_headers: tuple[str, ...]
     forward_key: bool
     tiers: dict[str, CompiledTier]
+    client_ip: ClientIpPolicy
+    jurisdiction: Jurisdiction
 
 
 def _globs(patterns: list[str]) -> re.Pattern[str]:
@@ -159,6 +171,8 @@ def compile_rules(doc: RulesDocument, *, source: str, digest: str) -> Rules:
         key_headers=tuple(doc.identity.key_headers),
         forward_key=doc.identity.forward_key,
         tiers=tiers,
+        client_ip=doc.client_ip.compile(),
+        jurisdiction=compile_jurisdiction(doc.jurisdiction),
     )
 
 
@@ -187,10 +201,17 @@ def parse_rules(data: bytes, *, source: str) -> Rules:
         raise ConfigError(where, "", f"invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "expected a mapping at the top level")
+    lines = _line_index(node)
     try:
         doc = RulesDocument.model_validate(raw)
     except ValidationError as exc:
-        raise format_validation_error(source, exc, lines=_line_index(node)) from None
+        raise format_validation_error(source, exc, lines=lines) from None
+    dangling = reference_problem(doc.jurisdiction, set(doc.tiers))
+    if dangling is not None:
+        path, problem = dangling
+        path = "jurisdiction." + path
+        line = lines.get(path)
+        raise ConfigError(f"{source}:{line}" if line else source, path, problem)
     return compile_rules(doc, source=source, digest=hashlib.sha256(data).hexdigest())
 
 

@@ -147,6 +147,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_now)
     await server.start()
     await stop.wait()
     log.info("shutting down", extra={"grace": settings.grace})

@@ -24,6 +24,8 @@ class Settings:
     accounts: Path | None = None
     store: str = "memory://"
     key_pepper_file: Path | None = None
+    geoip: Path | None = None
+    asn: Path | None = None
     admin_listen: str = "127.0.0.1:9192"
     admin_token_file: Path | None = None
     check_budget: float = 0.2
@@ -53,6 +55,8 @@ _HELP = {
     "accounts": "accounts file (JSON lines or YAML), hot-reloaded",
     "store": "memory:// (embedded, one process) or redis://HOST:PORT/DB",
     "key_pepper_file": "file holding the HMAC pepper for key digests (from a Secret)",
+    "geoip": "MaxMind-format country (or city) database, hot-reloaded",
+    "asn": "MaxMind-format ASN database, hot-reloaded (optional)",
     "admin_listen": "Admin gRPC address HOST:PORT (served only with an admin token)",
     "admin_token_file": f"file holding the Admin API bearer token (or set {ENV_PREFIX}ADMIN_TOKEN)",
     "check_budget": "seconds a check may take before it fails closed (keep below Envoy's timeout)",

@@ -11,7 +11,7 @@ def check_request(
     body: bytes = b"",
     path: str = "/v1/messages",
     method: str = "POST",
-    source: str = "203.0.113.7",
+    source: str = "79.192.3.4",
 ) -> external_auth_pb2.CheckRequest:
     """A CheckRequest as Envoy sends it for one HTTP request."""
     req = external_auth_pb2.CheckRequest()

@@ -12,8 +12,9 @@ from pathlib import Path
 from authz.accounts import Account, KeyRecord, Kyc
 from authz.clock import ManualClock
 from authz.decision import Decision
-from authz.facts import RequestFacts, parse_ip
+from authz.facts import IPAddress, RequestFacts, parse_ip
 from authz.keys import KeyHasher
+from authz.location import AddressKind, Location
 from authz.pipeline import Pipeline
 from authz.protocols import KeyRegistry
 from authz.registry import MemoryRegistry
@@ -50,6 +51,17 @@ class StaticRules:
     def of(cls, text: str) -> StaticRules:
         """Rules from YAML text."""
         return cls(parse_rules(text.encode(), source="<test>"))
+
+
+class StaticGeo:
+    """A GeoResolver answering from a table; unknown addresses are public and in US."""
+
+    def __init__(self, table: dict[str, Location] | None = None) -> None:
+        self.table = table or {}
+
+    def locate(self, ip: IPAddress) -> Location:
+        """The table's answer for this address."""
+        return self.table.get(str(ip), Location(AddressKind.PUBLIC, "US", 64500, "Example Net"))
 
 
 class RecordingSink:
@@ -96,6 +108,7 @@ def make_pipeline(
     registry: KeyRegistry | None = None,
     rules: StaticRules | None = None,
     clock: ManualClock | None = None,
+    geo: StaticGeo | None = None,
 ) -> tuple[Pipeline, RecordingSink]:
     """A pipeline over the demo rules and accounts, with a recording sink."""
     sink = RecordingSink()
@@ -103,6 +116,7 @@ def make_pipeline(
         rules=rules or StaticRules.demo(),
         registry=registry or demo_registry(),
         hasher=KeyHasher(),
+        geo=geo or StaticGeo(),
         clock=clock or ManualClock(1_790_000_000.0),
         sink=sink,
     )
@@ -115,7 +129,7 @@ def facts(
     body: bytes | None = None,
     path: str = "/v1/messages",
     method: str = "POST",
-    source: str = "203.0.113.7",
+    source: str = "79.192.3.4",
     partial: bool = False,
 ) -> RequestFacts:
     """Request facts as the edge would produce them."""

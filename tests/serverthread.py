@@ -9,8 +9,10 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from authz.app import App, build_app
+from authz.geobuild import demo_database
 from authz.server import Server
 from authz.settings import Settings
+from tests.fakes import DEMO_ACCOUNTS, DEMO_RULES
 
 T = TypeVar("T")
 
@@ -53,3 +55,18 @@ class ServerThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+
+def demo_settings(**overrides: object) -> Settings:
+    """Settings for a test server on a free port with the demo rules, accounts and GeoIP data."""
+    geo = demo_database()
+    values: dict[str, object] = {
+        "rules": DEMO_RULES,
+        "accounts": DEMO_ACCOUNTS,
+        "geoip": geo,
+        "asn": geo,
+        "listen": "127.0.0.1:0",
+        "grace": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

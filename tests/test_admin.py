@@ -14,11 +14,9 @@ from google.rpc import code_pb2
 
 from authz.gen.distill_guard.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.logs import JsonFormatter
-from authz.settings import Settings
 from tests.checkreq import check_request
-from tests.fakes import DEMO_ACCOUNTS, DEMO_RULES
 from tests.redis_server import REDIS_SERVER, RedisServer
-from tests.serverthread import ServerThread
+from tests.serverthread import ServerThread, demo_settings
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -35,11 +33,8 @@ def server(
     if request.param == "redis":
         store = request.getfixturevalue("redis_url")
     monkeypatch.setenv("DISTILL_GUARD_ADMIN_TOKEN", TOKEN)
-    settings = Settings(
-        rules=DEMO_RULES,
-        accounts=DEMO_ACCOUNTS,
+    settings = demo_settings(
         store=store,
-        listen="127.0.0.1:0",
         admin_listen="127.0.0.1:0",
         grace=0.5,
     )
@@ -230,10 +225,9 @@ def test_a_store_outage_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     redis_server = RedisServer(REDIS_SERVER)
     redis_server.wait_ready()
     monkeypatch.setenv("DISTILL_GUARD_ADMIN_TOKEN", TOKEN)
-    settings = Settings(
-        rules=DEMO_RULES,
+    settings = demo_settings(
+        accounts=None,
         store=redis_server.url,
-        listen="127.0.0.1:0",
         admin_listen="127.0.0.1:0",
         grace=0.5,
     )

@@ -69,7 +69,10 @@ def check_requests(draw: st.DrawFn) -> external_auth_pb2.CheckRequest:
         path=draw(st.one_of(st.sampled_from(["/v1/messages", "/v1/models", ""]), text)),
         method=draw(st.sampled_from(["POST", "GET", "", "BREW"])),
         source=draw(
-            st.one_of(st.sampled_from(["203.0.113.7", "::ffff:1.2.3.4", "2001:db8::1"]), text)
+            st.one_of(
+                st.sampled_from(["79.192.3.4", "::ffff:2.176.1.1", "2a01:cb00::1", "10.1.2.3"]),
+                text,
+            )
         ),
     )
     if draw(st.booleans()):

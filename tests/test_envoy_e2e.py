@@ -23,7 +23,6 @@ import pytest
 from authz import envoyconf
 from authz.app import build_app
 from authz.procs import (
-    DEMO_DIR,
     Child,
     HttpResult,
     free_port,
@@ -32,8 +31,8 @@ from authz.procs import (
     wait_envoy_ready,
 )
 from authz.server import Server
-from authz.settings import Settings
 from authz.upstream import MockServer, start_in_thread
+from tests.serverthread import demo_settings
 
 pytestmark = pytest.mark.envoy
 
@@ -56,13 +55,7 @@ class GuardThread:
     """A real distill-guard Server on 127.0.0.1:0, on its own event loop in a thread."""
 
     def __init__(self) -> None:
-        self.settings = Settings(
-            rules=DEMO_DIR / "rules.yaml",
-            accounts=DEMO_DIR / "accounts.jsonl",
-            listen="127.0.0.1:0",
-            admin_listen="127.0.0.1:0",
-            grace=0.5,
-        )
+        self.settings = demo_settings(admin_listen="127.0.0.1:0", grace=0.5)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: Server | None = None

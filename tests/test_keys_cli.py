@@ -20,11 +20,10 @@ from authz.cli import main
 from authz.clock import SystemClock
 from authz.keys import KeyHasher
 from authz.registry_redis import RedisRegistry
-from authz.settings import Settings
 from tests.checkreq import check_request
 from tests.fakes import BOB_KEY, DEMO_ACCOUNTS, DEMO_RULES
 from tests.redis_server import free_port
-from tests.serverthread import ServerThread
+from tests.serverthread import ServerThread, demo_settings
 
 TOKEN = "cli-admin-token-0123456789"
 NEW_FREE = ["--tier", "free", "--kyc", "unverified", "--country", "FR"]
@@ -108,7 +107,7 @@ def test_import_then_list(redis_url: str, capsys: pytest.CaptureFixture[str]) ->
     """import copies an accounts file into Redis, where its keys resolve; a re-import adds none."""
     status, out, err = _run(capsys, "import", "--store", redis_url, str(DEMO_ACCOUNTS))
     assert status == 0, err
-    assert out == f"imported 4 accounts from {DEMO_ACCOUNTS}: 6 keys added, 0 already present\n"
+    assert out == f"imported 5 accounts from {DEMO_ACCOUNTS}: 7 keys added, 0 already present\n"
     record = _lookup(redis_url, KeyHasher().digest(BOB_KEY))
     assert record is not None
     assert record.key_id == "k_bob_1"
@@ -121,9 +120,10 @@ def test_import_then_list(redis_url: str, capsys: pytest.CaptureFixture[str]) ->
         "k_carol_1": "active",
         "k_dave_1": "active",
         "k_dave_exp": "expired",
+        "k_erin_1": "active",
     }
     _, out, _ = _run(capsys, "import", "--store", redis_url, str(DEMO_ACCOUNTS))
-    assert out.endswith("0 keys added, 6 already present\n")
+    assert out.endswith("0 keys added, 7 already present\n")
 
 
 @pytest.mark.redis
@@ -214,10 +214,7 @@ def test_hash_refuses_what_cannot_be_a_key(
 def admin_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
     """A running server (memory store, demo files) with its Admin API on a free port."""
     monkeypatch.setenv("DISTILL_GUARD_ADMIN_TOKEN", TOKEN)
-    settings = Settings(
-        rules=DEMO_RULES,
-        accounts=DEMO_ACCOUNTS,
-        listen="127.0.0.1:0",
+    settings = demo_settings(
         admin_listen="127.0.0.1:0",
         grace=0.5,
     )

@@ -32,6 +32,24 @@ EXPECTED = {
     "unknown_top_key.yaml": "unknown_top_key.yaml:4: limits: unknown key",
     "wrong_type.yaml": "wrong_type.yaml:3: tiers.free.paths: "
     "Input should be a valid list (got '/v1/*')",
+    "geo_bad_action.yaml": "geo_bad_action.yaml:5: jurisdiction.rules.0.action: "
+    "Input should be 'deny', 'allow' or 'flag' (got 'block')",
+    "geo_bad_address_kind.yaml": "geo_bad_address_kind.yaml:5: jurisdiction.rules.0.address.0: "
+    "Input should be 'public', 'unlisted', 'private', 'loopback' or 'reserved' (got 'tor')",
+    "geo_bad_country.yaml": "geo_bad_country.yaml:7: jurisdiction.rules.0.ip_country.1: "
+    "'XX' is not an ISO 3166-1 alpha-2 country code",
+    "geo_bad_group_member.yaml": "geo_bad_group_member.yaml:5: jurisdiction.groups.eu.2: "
+    "'EU' is not an ISO 3166-1 alpha-2 country code",
+    "geo_bad_proxy_cidr.yaml": "geo_bad_proxy_cidr.yaml:2: client_ip.trusted_proxies: "
+    "'10.0.0.0/33' is not an IP network in CIDR notation",
+    "geo_duplicate_id.yaml": "geo_duplicate_id.yaml:6: jurisdiction.rules.1.id: "
+    "duplicate rule id 'a'",
+    "geo_no_condition.yaml": "geo_no_condition.yaml:5: jurisdiction.rules.0: "
+    "rule 'everything' has no condition; use `default` instead",
+    "geo_unknown_group.yaml": "geo_unknown_group.yaml:9: jurisdiction.rules.0.ip_country_not.0: "
+    "'europe' is neither a country code nor a group (groups: eu)",
+    "geo_unknown_tier.yaml": "geo_unknown_tier.yaml:7: jurisdiction.rules.0.tiers.0: "
+    "'gold' is not a defined tier",
 }
 
 

@@ -19,30 +19,16 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz.settings import Settings
 from tests.checkreq import check_request
 from tests.fakes import (
     ACME_KEY,
     BOB_KEY,
     BOB_REVOKED,
     DAVE_EXPIRED,
-    DEMO_ACCOUNTS,
     DEMO_RULES,
     SlowRegistry,
 )
-from tests.serverthread import ServerThread
-
-
-def demo_settings(**overrides: object) -> Settings:
-    """Settings for a test server on a free port with the demo rules and accounts."""
-    values: dict[str, object] = {
-        "rules": DEMO_RULES,
-        "accounts": DEMO_ACCOUNTS,
-        "listen": "127.0.0.1:0",
-        "grace": 2.0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+from tests.serverthread import ServerThread, demo_settings
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +232,10 @@ def test_sigterm_stops_the_process_cleanly() -> None:
     )
     assert proc.stderr is not None
     try:
-        first = json.loads(proc.stderr.readline())
-        assert first["msg"] == "serving" and first["port"] > 0
+        lines = [json.loads(proc.stderr.readline()) for _ in range(2)]
+        # Without --geoip the demo rules' country conditions cannot match: said at start.
+        assert lines[0]["level"] == "warning" and "no --geoip" in lines[0]["msg"]
+        assert lines[1]["msg"] == "serving" and lines[1]["port"] > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         messages = [json.loads(line)["msg"] for line in proc.stderr if line.strip()]
