@@ -46,8 +46,10 @@ def client_address(source: IPAddress, xff: str | None, policy: ClientIpPolicy) -
         return ClientAddress(source, "source")
     entries = [e.strip() for e in xff.split(",")][-64:]
     chain: list[IPAddress | None] = [parse_ip(e) for e in entries]
-    # Envoy with use_remote_address appends the peer itself; do not count it twice.
-    if chain and chain[-1] == source:
+    # Envoy with use_remote_address appends its own view of the peer: the peer
+    # itself, or, for a loopback peer, the host's own address. Either way that
+    # entry stands for the source address, which is added below: drop it.
+    if chain and (chain[-1] == source or source.is_loopback):
         chain.pop()
     chain.append(source)
     if policy.trusted_proxies:

@@ -1,4 +1,4 @@
-"""`distill-guard demo`: Envoy + distill-guard + a mock model API, and five example requests.
+"""`distill-guard demo`: Envoy + distill-guard + a mock model API, and example requests.
 
 Children run in their own process groups with their logs in a temp dir, so the
 terminal shows only the examples; Ctrl-C or SIGTERM stops them all (see
@@ -11,6 +11,7 @@ import argparse
 import json
 import shlex
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from authz import envoyconf
+from authz.geobuild import demo_database
 from authz.procs import (
     DEMO_DIR,
     Child,
@@ -48,10 +50,13 @@ class Example:
     reason: str
     forged: dict[str, str] = field(default_factory=dict)
     upstream: dict[str, str] = field(default_factory=dict)
+    xff: str | None = None  # where the client "is": the demo trusts loopback as a proxy
 
     def headers(self) -> dict[str, str]:
         """The request headers."""
         out = {"authorization": f"Bearer {self.key}"} if self.key else {}
+        if self.xff:
+            out["x-forwarded-for"] = self.xff
         return out | self.forged | {"content-type": "application/json"}
 
     def body(self) -> bytes:
@@ -99,6 +104,22 @@ EXAMPLES = (
         "dg_demo_pro_dave_0000001",
         403,
         "verification_required",
+    ),
+    Example(
+        "denied: bob calls from an address in Iran (embargoed country)",
+        "frontier-2",
+        "dg_demo_pro_bob_000000001",
+        403,
+        "country_denied",
+        xff="2.176.1.1",
+    ),
+    Example(
+        "denied: erin's account is registered in Iran; she calls from Germany",
+        "frontier-2",
+        "dg_demo_pro_erin_0000001",
+        403,
+        "kyc_country_denied",
+        xff="79.192.3.4",
     ),
 )
 
@@ -211,7 +232,26 @@ def run_examples(ports: DemoPorts) -> bool:
     for n, ex in enumerate(EXAMPLES, 1):
         result = http_request(url, method="POST", headers=ex.headers(), body=ex.body())
         ok = show(n, url, ex, result) and ok
+    explain_example(len(EXAMPLES) - 1, EXAMPLES[-2])
     return ok
+
+
+def explain_example(n: int, ex: Example) -> None:
+    """Show `rules explain` for one example: the same pipeline, offline, with its reasons."""
+    geo = str(demo_database())
+    args = [
+        "rules", "explain", "--rules", str(DEMO_DIR / "rules.yaml"),
+        "--accounts", str(DEMO_DIR / "accounts.jsonl"), "--geoip", geo, "--asn", geo,
+        "--ip", "127.0.0.1", "--model", ex.model, "--key", ex.key or "",
+    ]  # fmt: skip
+    if ex.xff:
+        args += ["--xff", ex.xff]
+    print(f"\nWhy was request {n} refused? (no server needed)")
+    print("   $ distill-guard " + " ".join(shlex.quote(a) for a in args))
+    out = subprocess.run(
+        [sys.executable, "-m", "authz", *args], capture_output=True, text=True, check=False
+    )
+    print("\n".join("   " + line for line in (out.stdout or out.stderr).rstrip().splitlines()))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -44,7 +44,8 @@ async def explain(ns: argparse.Namespace) -> tuple[Decision, str]:
         key = ns.key
         if ns.account:
             key = await _stand_in_key(app, ns.account)
-        headers = {"x-forwarded-for": ns.xff} if ns.xff else {}
+        # Envoy (use_remote_address) appends its view of the peer before asking us.
+        headers = {"x-forwarded-for": f"{ns.xff},{ns.ip}"} if ns.xff else {}
         if key:
             name = app.rules.current().key_headers[0]
             headers[name] = f"Bearer {key}" if name == "authorization" else key
@@ -136,7 +137,7 @@ def add_parser(rules_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--geoip", help="GeoIP country database (MaxMind format)")
     p.add_argument("--asn", help="GeoIP ASN database")
     p.add_argument("--ip", required=True, help="client address as Envoy sees it")
-    p.add_argument("--xff", help="X-Forwarded-For header value")
+    p.add_argument("--xff", help="X-Forwarded-For as it reaches Envoy (Envoy appends --ip)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--key", help="API key presented")
     who.add_argument("--account", help="account id (a stand-in key is used)")

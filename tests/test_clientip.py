@@ -36,6 +36,13 @@ def test_trusted_hops_walk_from_the_right() -> None:
     assert pick("5.6.7.8", ClientIpPolicy(trusted_hops=3)) == "5.6.7.8"
 
 
+def test_envoys_own_entry_for_a_loopback_peer_is_dropped() -> None:
+    """For a loopback peer Envoy appends the host's address; that entry is not a hop."""
+    policy = ClientIpPolicy(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    assert pick("2.176.1.1,192.0.2.2", policy, source="127.0.0.1") == "2.176.1.1"
+    assert pick("192.0.2.2", policy, source="127.0.0.1") == "127.0.0.1"
+
+
 def test_trusted_proxies_skip_known_networks() -> None:
     """Trusted proxy CIDRs are skipped from the right; the first other address is the client."""
     policy = ClientIpPolicy(trusted_proxies=(LB,))

@@ -54,8 +54,9 @@ GOVERNANCE = (
 class GuardThread:
     """A real distill-guard Server on 127.0.0.1:0, on its own event loop in a thread."""
 
-    def __init__(self) -> None:
-        self.settings = demo_settings(admin_listen="127.0.0.1:0", grace=0.5)
+    def __init__(self, **overrides: object) -> None:
+        values: dict[str, object] = {"admin_listen": "127.0.0.1:0", "grace": 0.5, **overrides}
+        self.settings = demo_settings(**values)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: Server | None = None
@@ -124,13 +125,16 @@ class Stacks:
         self._guards: list[GuardThread] = []
         self._upstreams: list[MockServer] = []
 
-    def start(self) -> Stack:
-        """A new mock upstream, distill-guard and Envoy on free ports, ready to serve."""
+    def start(self, **settings: object) -> Stack:
+        """A new mock upstream, distill-guard and Envoy on free ports, ready to serve.
+
+        `settings` override distill-guard's demo settings (rules file, reload interval).
+        """
         binary = _envoy_binary()
         logdir = self._tmp.mktemp("envoy")
         upstream, _ = start_in_thread()
         self._upstreams.append(upstream)
-        guard = GuardThread()
+        guard = GuardThread(**settings)
         self._guards.append(guard)
         ports = envoyconf.Ports(
             listener=free_port(), authz=guard.start(), upstream=upstream.port, admin=free_port()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.errors import ConfigError
 from authz.reload import WatchedFile
@@ -132,3 +136,45 @@ def test_accounts_file_reload_revokes(tmp_path: Path) -> None:
             assert first_denial_reason(stub) == "key_revoked"
     finally:
         running.close()
+
+
+def test_bad_reload_keeps_health_serving(tmp_path: Path) -> None:
+    """A rejected rules edit leaves the server SERVING on the old rules."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(OPEN)
+    running = ServerThread(demo_settings(rules=path, reload_interval=0.05))
+    try:
+        path.write_text("tiers: {pro: {colour: red}}\n")
+        deadline = time.monotonic() + 5
+        while running.app.rules.failures == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert running.app.rules.failures == 1
+        with grpc.insecure_channel(running.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            assert stub.Check(check_request({"x-api-key": BOB_KEY})).HasField("ok_response")
+    finally:
+        running.close()
+
+
+def test_sighup_reloads_at_once(tmp_path: Path) -> None:
+    """SIGHUP re-reads the rules immediately, whatever the polling interval."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(OPEN)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authz", "serve", "--rules", str(path), "--listen", "127.0.0.1:0",
+         "--reload-interval", "3600", "--grace", "0.5"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        assert json.loads(proc.stderr.readline())["msg"] == "serving"
+        path.write_text(CLOSED)
+        proc.send_signal(signal.SIGHUP)
+        messages = [json.loads(proc.stderr.readline())["msg"] for _ in range(2)]
+        assert messages == ["reload requested", "reloaded rules"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
