@@ -15,10 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from opentelemetry import metrics
+
 from authz.errors import ConfigError
 
 T = TypeVar("T")
 log = logging.getLogger("distill_guard.reload")
+_meter = metrics.get_meter("distill_guard")
+_reloads = _meter.create_counter(
+    "distill_guard.reload.swaps", description="Files reloaded and swapped in, by kind"
+)
+_failures = _meter.create_counter(
+    "distill_guard.reload.failures",
+    description="Reloads rejected (the last good value kept serving), by kind",
+)
 
 _Signature = tuple[str, int, int, int]
 
@@ -67,6 +77,7 @@ class WatchedFile(Generic[T]):
             value = self._load(self.path)
         except ConfigError as exc:
             self.failures += 1
+            _failures.add(1, {"kind": self.kind})
             self.last_error = str(exc)
             log.error(
                 "reload rejected; last good %s keep serving",
@@ -76,6 +87,7 @@ class WatchedFile(Generic[T]):
             return False
         self._value = value
         self.reloads += 1
+        _reloads.add(1, {"kind": self.kind})
         self.last_error = None
         if self._on_swap is not None:
             self._on_swap(value)

@@ -21,6 +21,7 @@ from authz.reload import WatchedFile
 from authz.rules import Rules, load_rules
 from tests.checkreq import check_request
 from tests.fakes import BOB_KEY, DEMO_ACCOUNTS
+from tests.otel import counter_value, metric_reader
 from tests.serverthread import ServerThread
 from tests.test_server import demo_settings
 
@@ -70,9 +71,14 @@ def test_symlink_swap_is_picked_up(tmp_path: Path) -> None:
 
 
 def test_bad_edit_keeps_last_good_rules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A broken edit is logged and counted with file, path and problem; old rules keep serving."""
+    """A broken edit is logged and counted (a real metric) with file, path and problem.
+
+    The old rules keep serving.
+    """
+    metric_reader()
     path = tmp_path / "rules.yaml"
     path.write_text(OPEN)
+    failed_before = counter_value("distill_guard.reload.failures", kind="rules")
     watched: WatchedFile[Rules] = WatchedFile(path, load_rules, kind="rules")
     before = watched.current()
     time.sleep(0.01)
@@ -81,6 +87,7 @@ def test_bad_edit_keeps_last_good_rules(tmp_path: Path, caplog: pytest.LogCaptur
         assert watched.poll() is False
     assert watched.current() is before
     assert watched.failures == 1
+    assert counter_value("distill_guard.reload.failures", kind="rules") == failed_before + 1
     assert watched.last_error == f"{path}:2: tiers.pro.pathz: unknown key"
     assert caplog.records[-1].error == watched.last_error
     path.write_text(CLOSED)
