@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.redis_server import REDIS_CLI, REDIS_SERVER, RedisClusterServers, RedisServer
 
 # --- real Redis ----------------------------------------------------------------------
 
@@ -30,3 +30,52 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     redis_server.flushall()
     yield redis_server.url
     redis_server.flushall()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server this test alone owns: it may kill, pause and restart it."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (tests/run.sh installs it)")
+    server = RedisServer(REDIS_SERVER)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()  # SIGKILL ends a paused server too
+
+
+# --- real Redis Cluster ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A real three-master Redis Cluster for the whole session."""
+    if REDIS_SERVER is None or REDIS_CLI is None:
+        pytest.skip("redis-server and redis-cli are needed for the cluster tests")
+    cluster = RedisClusterServers(REDIS_SERVER, REDIS_CLI)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> Iterator[str]:
+    """The `redis+cluster://` URL of an empty cluster: every master is flushed around the test."""
+    redis_cluster.flushall()
+    yield redis_cluster.url
+    redis_cluster.flushall()
+
+
+# --- rate stores -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def rate_store_url(request: pytest.FixtureRequest) -> str:
+    """Run a metering behaviour test on the memory store and on a real (empty) Redis."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url

@@ -1,0 +1,147 @@
+"""BreakerRateStore: a time budget and a circuit breaker around the shared store.
+
+Closed: every hit goes to the store within `budget` seconds. After
+`failures_to_open` consecutive faults (error or budget exceeded) the breaker
+opens: hits no longer touch the store at all. After `cooldown` seconds one hit
+is let through as a trial (half-open); success closes the breaker, failure
+re-opens it for another cooldown.
+
+Whenever the store is not used or fails, the plan's tier policy decides:
+`fail_open` counts in a local MemoryRateStore with the plan's limits times
+`fail_open_fraction` (results say `degraded=True`); `fail_closed` raises
+StoreUnavailable, the one exception this wrapper lets out (besides the caller's
+own cancellation).
+
+The cooldown is measured on `monotonic` (a callable returning seconds), injected
+so tests and replays can drive it; the budget itself is real time (asyncio.timeout),
+because a hung store hangs in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from authz.metering.memory import MemoryRateStore
+from authz.metering.plan import Plan
+from authz.metering.result import ALLOWED, MeterResult
+from authz.metering.store import RateStore, StoreUnavailable
+
+log = logging.getLogger("distill_guard.metering")
+
+
+class BreakerState(enum.StrEnum):
+    """Where the breaker stands."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(slots=True)
+class BreakerStats:
+    """Counters for metrics and tests (no timing in them)."""
+
+    attempts: int = 0  # hits passed to the store
+    failures: int = 0  # of those, the ones that failed or ran out of budget
+    short_circuits: int = 0  # hits answered without trying the store
+    fallbacks: int = 0  # hits answered by the policy (local limiter or StoreUnavailable)
+    opened: int = 0  # times the breaker opened
+
+
+class BreakerRateStore:
+    """A RateStore that never hangs and never raises except StoreUnavailable."""
+
+    def __init__(
+        self,
+        store: RateStore,
+        *,
+        local: MemoryRateStore | None = None,
+        budget: float = 0.05,
+        failures_to_open: int = 5,
+        cooldown: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._local = local if local is not None else MemoryRateStore()
+        self._budget = budget
+        self._threshold = max(1, failures_to_open)
+        self._cooldown = cooldown
+        self._monotonic = monotonic
+        self._state = BreakerState.CLOSED
+        self._consecutive = 0
+        self._opened_at = 0.0
+        self.stats = BreakerStats()
+
+    @property
+    def state(self) -> BreakerState:
+        """The breaker's state as of the last hit."""
+        return self._state
+
+    async def hit(self, plan: Plan, now: float) -> MeterResult:
+        """The store's answer within the budget, else the tier's failure policy."""
+        if plan.empty:
+            return ALLOWED
+        if not self._may_try():
+            self.stats.short_circuits += 1
+            return self._fallback(plan, now, "circuit open")
+        self.stats.attempts += 1
+        trial = self._state is BreakerState.HALF_OPEN
+        try:
+            async with asyncio.timeout(self._budget):
+                result = await self._store.hit(plan, now)
+        except asyncio.CancelledError:
+            if trial:
+                self._state = BreakerState.OPEN  # the next hit may try again at once
+            raise
+        except Exception as exc:
+            self._failed(exc)
+            return self._fallback(plan, now, repr(exc))
+        self._succeeded()
+        return result
+
+    async def aclose(self) -> None:
+        """Close the wrapped store's connections, if it has any."""
+        close = getattr(self._store, "aclose", None)
+        if close is not None:
+            await close()
+
+    def _may_try(self) -> bool:
+        if self._state is BreakerState.CLOSED:
+            return True
+        if self._state is BreakerState.HALF_OPEN:
+            return False  # one trial at a time
+        if self._monotonic() - self._opened_at >= self._cooldown:
+            self._state = BreakerState.HALF_OPEN
+            return True
+        return False
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats.failures += 1
+        self._consecutive += 1
+        if self._state is BreakerState.HALF_OPEN or self._consecutive >= self._threshold:
+            if self._state is not BreakerState.OPEN:
+                self.stats.opened += 1
+                log.warning(
+                    "rate store circuit opened",
+                    extra={"failures": self._consecutive, "error": repr(exc)},
+                )
+            self._state = BreakerState.OPEN
+            self._opened_at = self._monotonic()
+
+    def _succeeded(self) -> None:
+        if self._state is not BreakerState.CLOSED:
+            log.warning("rate store circuit closed")
+        self._state = BreakerState.CLOSED
+        self._consecutive = 0
+
+    def _fallback(self, plan: Plan, now: float, why: str) -> MeterResult:
+        self.stats.fallbacks += 1
+        if plan.on_store_failure == "fail_closed":
+            raise StoreUnavailable(f"rate store unavailable: {why}")
+        return dataclasses.replace(self._local.hit_now(plan.local(), now), degraded=True)

@@ -1,0 +1,87 @@
+"""MemoryRateStore: the counters in this process (embedded mode, and the fail-open fallback).
+
+Same semantics as the Lua script: it reads the same views through the same
+functions of `authz.metering.window`, and decides with `assess`. Nothing awaits
+between reading and writing, so each hit is atomic within the event loop.
+"""
+
+from __future__ import annotations
+
+from authz.metering.plan import Plan
+from authz.metering.result import ALLOWED, MeterResult, assess, to_result
+from authz.metering.window import (
+    VOLUME_TTL_MS,
+    CounterView,
+    VolumeView,
+    counter_ttl_ms,
+    fold,
+    roll,
+    to_ms,
+)
+
+_SWEEP_EVERY = 4096
+
+
+class MemoryRateStore:
+    """A RateStore in a dict; expired entries are swept now and then (by the injected time)."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, tuple[int, int, int, int]] = {}  # b, c, p, expires_ms
+        self._volumes: dict[str, tuple[int, int, float | None, float, int]] = {}
+        self._writes = 0
+
+    def __len__(self) -> int:
+        return len(self._counters) + len(self._volumes)
+
+    async def hit(self, plan: Plan, now: float) -> MeterResult:
+        """Check and charge the plan's counters at `now`."""
+        return self.hit_now(plan, now)
+
+    def hit_now(self, plan: Plan, now: float) -> MeterResult:
+        """The synchronous body of `hit` (for callers that must not yield)."""
+        if plan.empty:
+            return ALLOWED
+        now_ms = to_ms(now)
+        views = tuple(self._view(c.key, now_ms, c.window * 1000) for c in plan.counters)
+        volumes = tuple(self._volume(w.key, now_ms, w.settings.smoothing) for w in plan.volumes)
+        a = assess(plan, views, volumes)
+        if a.allowed:
+            self._charge(plan, now_ms, views, volumes)
+        return to_result(plan, now_ms, views, a, allowed=a.allowed)
+
+    def _view(self, key: str, now_ms: int, window_ms: int) -> CounterView:
+        stored = self._counters.get(key)
+        if stored is None or stored[3] <= now_ms:
+            return roll(None, now_ms, window_ms)
+        return roll(stored[:3], now_ms, window_ms)
+
+    def _volume(self, key: str, now_ms: int, alpha: float) -> VolumeView:
+        stored = self._volumes.get(key)
+        if stored is None or stored[4] <= now_ms:
+            return fold(None, now_ms, alpha)
+        return fold(stored[:4], now_ms, alpha)
+
+    def _charge(
+        self,
+        plan: Plan,
+        now_ms: int,
+        views: tuple[CounterView, ...],
+        volumes: tuple[VolumeView, ...],
+    ) -> None:
+        for c, v in zip(plan.counters, views, strict=True):
+            expires = now_ms + counter_ttl_ms(c.window * 1000)
+            self._counters[c.key] = (v.bucket, v.cur + c.cost, v.prev, expires)
+        for w, vol in zip(plan.volumes, volumes, strict=True):
+            expires = now_ms + VOLUME_TTL_MS
+            self._volumes[w.key] = (vol.hour, vol.count + 1, vol.mean, vol.var, expires)
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            self.sweep(now_ms)
+
+    async def aclose(self) -> None:
+        """Nothing to release (same interface as the Redis store)."""
+
+    def sweep(self, now_ms: int) -> None:
+        """Drop entries whose expiry has passed (they would read as empty anyway)."""
+        self._counters = {k: s for k, s in self._counters.items() if s[3] > now_ms}
+        self._volumes = {k: s for k, s in self._volumes.items() if s[4] > now_ms}

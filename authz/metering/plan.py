@@ -1,0 +1,200 @@
+"""The plan of one request: which counters it touches, their keys, limits and cost.
+
+A pure function of the compiled tier limits and the request's account, entity,
+model and estimated tokens. Every Redis key comes from `counter_key` or
+`volume_key`; keys of one account share the hash tag `{a:<account>}`, keys of
+one entity `{e:<entity>}`, so each scope lives in one Cluster slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from authz.metering.rules import AnomalySettings, CompiledLimits, Kind, Scope, WindowLimit
+from authz.metering.tokens import estimate_tokens
+
+PREFIX = "dg:rl:"
+_TAG_LETTER: dict[Scope, str] = {"account": "a", "entity": "e"}
+_KIND_CODE: dict[Kind, str] = {"requests": "req", "tokens": "tok"}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
+
+
+def hash_tag(scope: Scope, scope_id: str) -> str:
+    """`{a:<account>}` or `{e:<entity>}`: the part of a key Redis Cluster hashes."""
+    # Ids are validated upstream; encode anything else so a brace cannot move the tag.
+    safe = scope_id if _SAFE_ID.match(scope_id) else quote(scope_id, safe="")
+    return "{" + _TAG_LETTER[scope] + ":" + safe + "}"
+
+
+def counter_key(
+    scope: Scope, scope_id: str, kind: Kind, window: int, model: str | None = None
+) -> str:
+    """The Redis key of one counter, e.g. `dg:rl:{a:alice}:req:60` (window in seconds)."""
+    key = f"{PREFIX}{hash_tag(scope, scope_id)}:{_KIND_CODE[kind]}:{window}"
+    return key if model is None else f"{key}:m:{model}"
+
+
+def volume_key(scope: Scope, scope_id: str) -> str:
+    """The Redis key of a scope's hourly volume baseline, e.g. `dg:rl:{e:acme}:vol`."""
+    return f"{PREFIX}{hash_tag(scope, scope_id)}:vol"
+
+
+def policy_name(scope: Scope, limit: WindowLimit, model: str | None = None) -> str:
+    """The name a limit goes by in headers and denials, e.g. `account-requests-1m`."""
+    name = f"{scope}-{limit.kind}-{limit.label}"
+    return name if model is None else f"{name}@{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter a request is checked against and, when allowed, charged to."""
+
+    name: str
+    scope: Scope
+    kind: Kind
+    window: int  # seconds
+    limit: int
+    throttled: int  # the limit while the scope's volume signal fires under `throttle`
+    cost: int
+    key: str
+
+    @property
+    def tag(self) -> str:
+        """The hash tag (Cluster slot) of the key."""
+        return self.key[len(PREFIX) : self.key.index("}") + 1]
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeWatch:
+    """One scope's hourly volume baseline, checked for spikes on each request."""
+
+    signal: str  # volume_spike_account | volume_spike_entity
+    scope: Scope
+    key: str
+    settings: AnomalySettings
+
+    @property
+    def tag(self) -> str:
+        """The hash tag (Cluster slot) of the key."""
+        return self.key[len(PREFIX) : self.key.index("}") + 1]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotGroup:
+    """Counters and watches sharing one hash tag: what one script call may touch on Cluster."""
+
+    tag: str
+    counters: tuple[int, ...]
+    volumes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything a RateStore needs to check and charge one request."""
+
+    counters: tuple[Counter, ...]
+    volumes: tuple[VolumeWatch, ...] = ()
+    on_store_failure: Literal["fail_open", "fail_closed"] = "fail_closed"
+    fail_open_fraction: float = 0.1
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to count: the request passes without touching a store."""
+        return not self.counters and not self.volumes
+
+    def groups(self) -> tuple[SlotGroup, ...]:
+        """Counters and watches by hash tag, in plan order."""
+        tags: dict[str, tuple[list[int], list[int]]] = {}
+        for i, c in enumerate(self.counters):
+            tags.setdefault(c.tag, ([], []))[0].append(i)
+        for i, v in enumerate(self.volumes):
+            tags.setdefault(v.tag, ([], []))[1].append(i)
+        return tuple(SlotGroup(t, tuple(cs), tuple(vs)) for t, (cs, vs) in tags.items())
+
+    def local(self) -> Plan:
+        """The plan for the fail-open local limiter: every limit times the fraction."""
+        return dataclasses.replace(
+            self,
+            counters=tuple(
+                dataclasses.replace(
+                    c,
+                    limit=scaled(c.limit, self.fail_open_fraction),
+                    throttled=scaled(c.throttled, self.fail_open_fraction),
+                )
+                for c in self.counters
+            ),
+        )
+
+
+def scaled(limit: int, factor: float) -> int:
+    """A limit times a factor, rounded down, never below 1."""
+    return max(1, math.floor(limit * factor))
+
+
+def plan_request(
+    limits: CompiledLimits,
+    *,
+    account: str,
+    entity: str,
+    model: str | None,
+    body_fields: Mapping[str, Any],
+) -> Plan:
+    """The plan of a request whose body has these top-level members (may be empty)."""
+    tokens = estimate_tokens(body_fields, default_output=limits.default_output_tokens).total
+    return build_plan(limits, account=account, entity=entity, model=model, tokens=tokens)
+
+
+def build_plan(
+    limits: CompiledLimits, *, account: str, entity: str, model: str | None, tokens: int
+) -> Plan:
+    """The counters and watches of one request (pure; no clock: keys do not depend on time)."""
+    anomaly = limits.anomaly
+    throttle = anomaly.throttle_factor if anomaly and anomaly.action == "throttle" else 1.0
+    counters: list[Counter] = []
+
+    def add(scope: Scope, scope_id: str, wl: WindowLimit, pattern: str | None) -> None:
+        cost = 1 if wl.kind == "requests" else tokens
+        if cost <= 0:
+            return  # nothing to charge; an exhausted budget must not refuse a free request
+        counters.append(
+            Counter(
+                name=policy_name(scope, wl, pattern),
+                scope=scope,
+                kind=wl.kind,
+                window=wl.window,
+                limit=wl.limit,
+                throttled=scaled(wl.limit, throttle),
+                cost=cost,
+                key=counter_key(scope, scope_id, wl.kind, wl.window, pattern),
+            )
+        )
+
+    for wl in limits.account:
+        add("account", account, wl, None)
+    for wl in limits.entity:
+        add("entity", entity, wl, None)
+    if model is not None:
+        for rule in limits.models:
+            if rule.regex.fullmatch(model):
+                for wl in rule.account:
+                    add("account", account, wl, rule.pattern)
+                for wl in rule.entity:
+                    add("entity", entity, wl, rule.pattern)
+    volumes: tuple[VolumeWatch, ...] = ()
+    if anomaly is not None:
+        volumes = (
+            VolumeWatch("volume_spike_account", "account", volume_key("account", account), anomaly),
+            VolumeWatch("volume_spike_entity", "entity", volume_key("entity", entity), anomaly),
+        )
+    return Plan(
+        counters=tuple(counters),
+        volumes=volumes,
+        on_store_failure=limits.on_store_failure,
+        fail_open_fraction=limits.fail_open_fraction,
+    )

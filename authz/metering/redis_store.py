@@ -1,0 +1,181 @@
+"""RedisRateStore: every counter of a request checked and charged by one Lua call per slot.
+
+Standalone Redis: exactly one EVALSHA per request, all keys in it, so the whole
+decision is atomic. Redis Cluster: one call per hash tag (account slot, entity
+slot), sent concurrently; each slot is atomic on its own, and when one slot
+refuses while another charged, the charge is given back (REFUND) before
+answering. See docs/limits.md, "Cluster".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis, RedisCluster
+
+from authz.metering import lua
+from authz.metering.plan import Plan, SlotGroup
+from authz.metering.result import ALLOWED, MeterResult, assess, to_result
+from authz.metering.window import VOLUME_TTL_MS, CounterView, VolumeView, counter_ttl_ms, to_ms
+
+log = logging.getLogger("distill_guard.metering")
+
+_ACTION_CODE = {"record": 0, "throttle": 1, "deny": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    group: SlotGroup
+    allowed: bool
+    views: tuple[CounterView, ...]
+    volumes: tuple[VolumeView, ...]
+
+
+def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of one HIT call for the counters and watches of `group`."""
+    volume_index = {plan.volumes[v].scope: n for n, v in enumerate(group.volumes, start=1)}
+    keys = [plan.counters[i].key for i in group.counters]
+    keys += [plan.volumes[i].key for i in group.volumes]
+    argv = [str(now_ms), str(len(group.counters)), str(len(group.volumes))]
+    for i in group.counters:
+        c = plan.counters[i]
+        window_ms = c.window * 1000
+        argv += [
+            str(window_ms),
+            str(c.limit),
+            str(c.throttled),
+            str(c.cost),
+            str(volume_index.get(c.scope, 0)),
+            str(counter_ttl_ms(window_ms)),
+        ]
+    for i in group.volumes:
+        s = plan.volumes[i].settings
+        argv += [
+            str(_ACTION_CODE[s.action]),
+            repr(s.smoothing),
+            repr(s.z_score),
+            repr(s.multiple),
+            repr(s.min_baseline),
+            str(VOLUME_TTL_MS),
+        ]
+    return keys, argv
+
+
+def _int(value: object) -> int:
+    """A Redis integer reply (int) or bulk string (bytes/str) as an int."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes | str):
+        return int(value)
+    raise TypeError(f"unexpected reply {value!r}")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[object]) -> _Reply:
+    """Views of one HIT reply (see lua.HIT for its layout)."""
+    views: list[CounterView] = []
+    pos = 1
+    for i in group.counters:
+        bucket, cur, prev = (_int(x) for x in reply[pos : pos + 3])
+        pos += 3
+        window_ms = plan.counters[i].window * 1000
+        views.append(CounterView(bucket, cur, prev, max(0, now_ms - bucket * window_ms)))
+    volumes: list[VolumeView] = []
+    for _ in group.volumes:
+        hour, count, mean, var = reply[pos : pos + 4]
+        pos += 4
+        mean_text, var_text = _text(mean), _text(var)
+        volumes.append(
+            VolumeView(
+                _int(hour), _int(count), float(mean_text) if mean_text else None, float(var_text)
+            )
+        )
+    return _Reply(group, _int(reply[0]) == 1, tuple(views), tuple(volumes))
+
+
+class RedisRateStore:
+    """A RateStore over Redis or Redis Cluster (see module docstring)."""
+
+    def __init__(self, client: Redis | RedisCluster, *, max_in_flight: int | None = None) -> None:
+        self.client = client
+        self.cluster = isinstance(client, RedisCluster)
+        # redis-py's cluster pool raises past its max_connections per node rather than
+        # wait; capping hits in flight at that number makes excess checks queue instead.
+        self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self._hit = client.register_script(lua.HIT)
+        self._refund = client.register_script(lua.REFUND)
+
+    async def hit(self, plan: Plan, now: float) -> MeterResult:
+        """Check and charge the plan: one script call (standalone) or one per slot (Cluster)."""
+        if plan.empty:
+            return ALLOWED
+        if self._in_flight is None:
+            return await self._hit_plan(plan, now)
+        async with self._in_flight:
+            return await self._hit_plan(plan, now)
+
+    async def _hit_plan(self, plan: Plan, now: float) -> MeterResult:
+        now_ms = to_ms(now)
+        if not self.cluster:
+            whole = SlotGroup("", tuple(range(len(plan.counters))), tuple(range(len(plan.volumes))))
+            replies = [await self._call(plan, whole, now_ms)]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._call(plan, g, now_ms) for g in plan.groups()), return_exceptions=True
+            )
+            replies = []
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    # Slots that did answer keep their charge: over-counting, never under.
+                    raise outcome
+                replies.append(outcome)
+        allowed = all(r.allowed for r in replies)
+        if not allowed:
+            await self._give_back(plan, [r for r in replies if r.allowed])
+        views: list[CounterView | None] = [None] * len(plan.counters)
+        volumes: list[VolumeView | None] = [None] * len(plan.volumes)
+        for r in replies:
+            for i, v in zip(r.group.counters, r.views, strict=True):
+                views[i] = v
+            for i, vol in zip(r.group.volumes, r.volumes, strict=True):
+                volumes[i] = vol
+        counter_views = tuple(v for v in views if v is not None)
+        volume_views = tuple(v for v in volumes if v is not None)
+        a = assess(plan, counter_views, volume_views)
+        if a.allowed != allowed:
+            log.warning(
+                "rate store: Lua and Python disagree",
+                extra={"lua": allowed, "python": a.allowed, "counters": len(counter_views)},
+            )
+        return to_result(plan, now_ms, counter_views, a, allowed=allowed)
+
+    async def _call(self, plan: Plan, group: SlotGroup, now_ms: int) -> _Reply:
+        keys, argv = script_args(plan, group, now_ms)
+        reply = await self._hit(keys=keys, args=argv)
+        return parse_reply(plan, group, now_ms, reply)
+
+    async def _give_back(self, plan: Plan, charged: list[_Reply]) -> None:
+        """Undo the charges of slots that allowed a request another slot refused."""
+        calls = []
+        for r in charged:
+            keys = [plan.counters[i].key for i in r.group.counters]
+            keys += [plan.volumes[i].key for i in r.group.volumes]
+            argv = [str(len(r.group.counters)), str(len(r.group.volumes))]
+            for i, v in zip(r.group.counters, r.views, strict=True):
+                argv += [str(v.bucket), str(plan.counters[i].cost)]
+            argv += [str(vol.hour) for vol in r.volumes]
+            calls.append(self._refund(keys=keys, args=argv))
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                # The request is refused either way; the charge stays (over-counting).
+                log.warning("rate store: refund failed", extra={"error": repr(outcome)})
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()

@@ -1,0 +1,175 @@
+"""What a RateStore answers, and the one function both stores use to compute it.
+
+A store reads the counters of a plan (`CounterView`s, `VolumeView`s), decides
+atomically, and hands the views to `assess` and `to_result`; the memory store and
+the Lua script make the same decision from the same views.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from authz.metering.plan import Plan
+from authz.metering.window import (
+    HOUR_MS,
+    CounterView,
+    Spike,
+    VolumeView,
+    fits,
+    remaining,
+    retry_after_ms,
+    spike,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """One limit after the request: what is left of it."""
+
+    name: str
+    scope: str
+    kind: str
+    window: int  # seconds
+    limit: int  # in force for this request (lowered while a throttle signal fires)
+    remaining: int
+    reset: int  # seconds: until one unit is back when none is left, else until the bucket ends
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Why a request was refused: the limit (or volume signal) it would break."""
+
+    name: str
+    scope: str
+    kind: Literal["requests", "tokens", "volume"]
+    window: int
+    limit: int
+    retry_after: float | None  # seconds; None when the request can never fit (cost > limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A volume spike that fired for this request."""
+
+    name: str
+    value: float  # count / baseline
+    z: float
+    count: int
+    baseline: float
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeterResult:
+    """The answer of `RateStore.hit`: one per request."""
+
+    allowed: bool
+    violated: Violation | None = None
+    limits: tuple[LimitState, ...] = ()
+    signals: tuple[Signal, ...] = ()
+    violations: tuple[Violation, ...] = ()
+    degraded: bool = False  # decided by the fail-open local limiter, not the shared store
+
+
+ALLOWED = MeterResult(allowed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The decision the views imply, before anything is written."""
+
+    allowed: bool
+    spikes: tuple[Spike, ...]
+    limits: tuple[int, ...]  # the limit in force for each counter
+    fits: tuple[bool, ...]
+    volume_deny: tuple[bool, ...]
+
+
+def assess(
+    plan: Plan, views: tuple[CounterView, ...], volumes: tuple[VolumeView, ...]
+) -> Assessment:
+    """Decide from the views: spikes first (they may lower limits), then every counter."""
+    spikes = tuple(spike(v, w.settings) for v, w in zip(volumes, plan.volumes, strict=True))
+    throttled = {
+        w.scope
+        for s, w in zip(spikes, plan.volumes, strict=True)
+        if s.fired and w.settings.action == "throttle"
+    }
+    deny = tuple(
+        s.fired and w.settings.action == "deny" for s, w in zip(spikes, plan.volumes, strict=True)
+    )
+    limits = tuple(c.throttled if c.scope in throttled else c.limit for c in plan.counters)
+    ok = tuple(
+        fits(v, c.window * 1000, lim, c.cost)
+        for v, c, lim in zip(views, plan.counters, limits, strict=True)
+    )
+    return Assessment(all(ok) and not any(deny), spikes, limits, ok, deny)
+
+
+def to_result(
+    plan: Plan,
+    now_ms: int,
+    views: tuple[CounterView, ...],
+    a: Assessment,
+    *,
+    allowed: bool,
+) -> MeterResult:
+    """The MeterResult of a decision; `allowed` says whether the costs were charged."""
+    states: list[LimitState] = []
+    violations: list[Violation] = []
+    for c, v, lim, ok in zip(plan.counters, views, a.limits, a.fits, strict=True):
+        w = c.window * 1000
+        after = CounterView(v.bucket, v.cur + c.cost, v.prev, v.elapsed) if allowed else v
+        left = remaining(after, w, lim)
+        if left > 0:
+            reset = math.ceil((w - v.elapsed) / 1000)
+        else:
+            wait = retry_after_ms(after, w, lim, 1)
+            reset = c.window if wait is None else math.ceil(wait / 1000)
+        states.append(LimitState(c.name, c.scope, c.kind, c.window, lim, left, reset))
+        if not ok and not allowed:
+            wait = retry_after_ms(v, w, lim, c.cost)
+            violations.append(
+                Violation(
+                    c.name, c.scope, c.kind, c.window, lim, None if wait is None else wait / 1000
+                )
+            )
+    for watch, denied in zip(plan.volumes, a.volume_deny, strict=True):
+        if denied and not allowed:
+            until_hour_end = (HOUR_MS - now_ms % HOUR_MS) / 1000
+            violations.append(
+                Violation(watch.signal, watch.scope, "volume", 3600, 0, until_hour_end)
+            )
+    signals = tuple(
+        Signal(w.signal, s.multiple, s.z, s.count, s.baseline, w.settings.action)
+        for s, w in zip(a.spikes, plan.volumes, strict=True)
+        if s.fired
+    )
+    violated = max(violations, key=_severity) if violations else None
+    if not allowed and violated is None:
+        # The store refused but the views show no reason: never report a denial without one.
+        violated = Violation("unknown", "account", "requests", 0, 0, 1.0)
+        violations.append(violated)
+    return MeterResult(
+        allowed=allowed,
+        violated=None if allowed else violated,
+        limits=tuple(states),
+        signals=signals,
+        violations=tuple(violations),
+    )
+
+
+def _severity(v: Violation) -> float:
+    """The longest wait names the violation (never-fits first): Retry-After must cover all."""
+    return math.inf if v.retry_after is None else v.retry_after
+
+
+def describe(v: Violation) -> str:
+    """A sentence for the deny body and logs, e.g. `account-requests-1m: limit 20 reached`."""
+    if v.kind == "volume":
+        return f"{v.name}: request volume far above this {v.scope}'s usual hourly volume"
+    if v.retry_after is None:
+        return f"{v.name}: this request alone exceeds the limit of {v.limit} {v.kind}"
+    return f"{v.name}: limit of {v.limit} {v.kind} reached; retry in {math.ceil(v.retry_after)} s"
