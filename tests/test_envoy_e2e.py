@@ -390,6 +390,14 @@ def test_demo_once_runs_the_examples() -> None:
         in out
     )
     assert "forged 'x-distill-watermark: off': removed: the model API never saw it" in out
-    for reason in ("key_missing", "key_revoked", "model_not_allowed", "verification_required"):
+    for reason in (
+        "key_missing",
+        "key_revoked",
+        "model_not_allowed",
+        "verification_required",
+        "country_denied",
+        "kyc_country_denied",
+    ):
         assert f'"reason":"{reason}"' in out
-    assert out.count("$ curl ") == 5
+    assert out.count("$ curl ") == 7
+    assert "=>  DENY 403 country_denied (rule jurisdiction:embargoed-ip)" in out
