@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from authz.clock import SystemClock
 from authz.errors import ConfigError
 from authz.geo import GeoWatch, NoDatabaseResolver, watch_resolver
 from authz.keys import KeyHasher
 from authz.logs import LogDecisionSink
+from authz.metering import MemoryRateStore, open_rate_store, rate_client
 from authz.pipeline import Pipeline
-from authz.protocols import Clock, DecisionSink, KeyRegistry
+from authz.protocols import Clock, DecisionSink, KeyRegistry, RateStore
 from authz.registry import LayeredRegistry, MemoryRegistry, load_file_registry
 from authz.registry_redis import RedisRegistry
 from authz.reload import WatchedFile
@@ -40,9 +41,10 @@ class App:
     registry: LayeredRegistry
     hasher: KeyHasher
     clock: Clock
+    rates: RateStore
     accounts: WatchedFile[MemoryRegistry] | None = None
     geo: GeoWatch | None = None
-    redis: Redis | None = None
+    redis: Redis | RedisCluster | None = None
 
     def watched(self) -> list[WatchedFile[Any]]:
         """The files to poll for hot reload: rules, accounts, GeoIP databases."""
@@ -71,29 +73,31 @@ class App:
 
     async def close(self) -> None:
         """Release store connections and database files."""
+        await self.rates.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.geo is not None:
             self.geo.resolver.close()
 
 
-def open_store(
+def open_stores(
     url: str, *, clock: Clock, timeout: float, cache_ttl: float
-) -> tuple[KeyRegistry, Redis | None]:
-    """The dynamic key store named by a URL: `memory://` or `redis://…`."""
+) -> tuple[KeyRegistry, RateStore, Redis | RedisCluster | None]:
+    """The key registry and rate store a URL names: `memory://`, `redis://…`, `redis+cluster://…`.
+
+    On Redis both share one client (one connection pool); `timeout` is the budget
+    of one store call.
+    """
     scheme = urlparse(url).scheme
     if scheme == "memory":
-        return MemoryRegistry(), None
-    if scheme in {"redis", "rediss", "unix"}:
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=0,
-            retry_on_timeout=False,
+        return MemoryRegistry(), MemoryRateStore(), None
+    if scheme not in {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}:
+        raise ConfigError(
+            "--store", "", f"unsupported store URL {url!r} (memory://, redis://, redis+cluster://)"
         )
-        return RedisRegistry(client, clock=clock, cache_ttl=cache_ttl), client
-    raise ConfigError("--store", "", f"unsupported store URL {url!r} (memory:// or redis://)")
+    client = rate_client(url, timeout=timeout)
+    registry = RedisRegistry(client, clock=clock, cache_ttl=cache_ttl)
+    return registry, open_rate_store(url, client=client, budget=timeout), client
 
 
 def build_app(
@@ -103,7 +107,7 @@ def build_app(
     clock = clock or SystemClock()
     hasher = KeyHasher(settings.pepper())
     rules = WatchedFile(settings.rules, load_rules, kind="rules")
-    dynamic, client = open_store(
+    dynamic, rates, client = open_stores(
         settings.store,
         clock=clock,
         timeout=settings.store_timeout,
@@ -129,11 +133,12 @@ def build_app(
         registry=registry,
         hasher=hasher,
         geo=geo.resolver if geo is not None else NoDatabaseResolver(),
+        rates=rates,
         clock=clock,
         sink=sink or LogDecisionSink(),
         max_body_bytes=settings.max_body_bytes,
     )
-    return App(pipeline, rules, registry, hasher, clock, accounts, geo, client)
+    return App(pipeline, rules, registry, hasher, clock, rates, accounts, geo, client)
 
 
 def _load_accounts(path: Path, hasher: KeyHasher) -> MemoryRegistry:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from authz.accounts import Kyc
 from authz.admin import AdminCallError, AdminClient
-from authz.app import open_store
+from authz.app import open_stores
 from authz.clock import SystemClock
 from authz.errors import ConfigError
 from authz.keyadmin import KeyAdmin, KeyAdminError, KeyView, NewAccount
@@ -80,12 +80,15 @@ async def _with_admin(ns: argparse.Namespace, command: Command) -> int:
         )
     tiers = frozenset(load_rules(conf.rules).tiers) if ns.rules else None
     clock = SystemClock()
-    registry, redis = open_store(conf.store, clock=clock, timeout=_STORE_TIMEOUT, cache_ttl=0)
+    registry, rates, redis = open_stores(
+        conf.store, clock=clock, timeout=_STORE_TIMEOUT, cache_ttl=0
+    )
     hasher = KeyHasher(conf.pepper())
     admin = KeyAdmin(registry, hasher, clock, tiers=None if tiers is None else lambda: tiers)
     try:
         return await command(ns, admin)
     finally:
+        await rates.aclose()
         if redis is not None:
             await redis.aclose()
 

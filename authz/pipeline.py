@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from authz import governance
 from authz.accounts import Kyc
@@ -23,7 +24,15 @@ from authz.facts import RequestFacts
 from authz.jurisdiction import Subject, evaluate
 from authz.keys import KeyHasher, KeyProblem, extract_key
 from authz.location import Location
-from authz.protocols import Clock, DecisionSink, GeoResolver, KeyRegistry, RulesSource
+from authz.metering import StoreUnavailable, allowed_headers, denied_headers, describe, plan_request
+from authz.protocols import (
+    Clock,
+    DecisionSink,
+    GeoResolver,
+    KeyRegistry,
+    RateStore,
+    RulesSource,
+)
 from authz.reasons import Reason
 from authz.rules import CompiledTier, Rules
 
@@ -39,6 +48,7 @@ class Denial:
     reason: Reason
     detail: str
     rule: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # for the client, e.g. Retry-After
 
 
 class DependencyFault(Exception):
@@ -56,6 +66,8 @@ class _Check:
     caller: Caller | None = None
     tier: CompiledTier | None = None
     model: str | None = None
+    body_fields: dict[str, Any] = field(default_factory=dict)
+    quota_headers: tuple[tuple[str, str], ...] = ()
     client: ClientAddress | None = None
     location: Location | None = None
     flags: list[str] = field(default_factory=list)
@@ -83,6 +95,7 @@ class Pipeline:
         registry: KeyRegistry,
         hasher: KeyHasher,
         geo: GeoResolver,
+        rates: RateStore,
         clock: Clock,
         sink: DecisionSink,
         max_body_bytes: int = 1 << 20,
@@ -91,6 +104,7 @@ class Pipeline:
         self._registry = registry
         self._hasher = hasher
         self._geo = geo
+        self._rates = rates
         self._clock = clock
         self._sink = sink
         self._max_body_bytes = max_body_bytes
@@ -147,8 +161,10 @@ class Pipeline:
             or self._entitle(state)
             # 2. locate: the client address, its country and network; jurisdiction rules.
             or self._locate(state)
-            # 3. meter (rate counters) and 4. detect (extraction patterns) join here,
-            # then 5. decide turns their signals into the final action.
+            # 3. meter: rate counters, token budgets and volume, in one store call.
+            or await self._meter(state)
+            # 4. detect (extraction patterns) joins here, then 5. decide turns the
+            # signals into the final action.
             # 6. shape headers is _allow/_deny; 7. record is in check().
         )
 
@@ -270,6 +286,45 @@ class Pipeline:
             rule=f"jurisdiction:{rule.id}",
         )
 
+    async def _meter(self, state: _Check) -> Denial | None:
+        tier, caller = state.tier, state.caller
+        assert tier is not None and caller is not None
+        if tier.limits.empty:
+            return None
+        account = caller.account
+        plan = plan_request(
+            tier.limits,
+            account=account.account,
+            entity=account.entity,
+            model=state.model,
+            body_fields=state.body_fields,
+        )
+        try:
+            result = await self._rates.hit(plan, state.now)
+        except StoreUnavailable as exc:
+            raise DependencyFault(f"rate store: {exc}") from exc
+        state.flags += [signal.name for signal in result.signals]
+        if result.degraded:
+            state.flags.append("meter_degraded")
+        state.note(
+            "meter",
+            ", ".join(f"{s.name} {s.remaining}/{s.limit}" for s in result.limits)
+            + (" (local fail-open limiter)" if result.degraded else ""),
+        )
+        violated = result.violated
+        if result.allowed or violated is None:
+            state.quota_headers = tuple(
+                allowed_headers(result, remaining=tier.limits.headers_remaining)
+            )
+            return None
+        reason = Reason.VOLUME_ANOMALY if violated.kind == "volume" else Reason.RATE_LIMITED
+        return Denial(
+            reason,
+            describe(violated),
+            rule=f"tier:{tier.name}:limits:{violated.name}",
+            headers=tuple(denied_headers(result)),
+        )
+
     def _read_model(self, state: _Check) -> Denial | None:
         body = state.facts.body
         if not body:
@@ -278,6 +333,7 @@ class Pipeline:
             summary = summarize(body, partial=state.facts.body_partial, limit=self._max_body_bytes)
         except BodyError as exc:
             return Denial(Reason.BODY_MALFORMED, f"request body is {exc}")
+        state.body_fields = summary.fields
         model = summary.model
         if model is not None and not _MODEL_NAME.match(model):
             return Denial(
@@ -307,11 +363,17 @@ class Pipeline:
             rule=f"tier:{state.tier.name}",
             upstream_headers=upstream,
             remove_headers=remove,
+            client_headers=state.quota_headers,
         )
 
     def _deny(self, state: _Check, denial: Denial) -> Decision:
         return self._decision(
-            state, Action.DENY, denial.reason, rule=denial.rule, detail=denial.detail
+            state,
+            Action.DENY,
+            denial.reason,
+            rule=denial.rule,
+            detail=denial.detail,
+            client_headers=denial.headers,
         )
 
     @staticmethod
@@ -324,6 +386,7 @@ class Pipeline:
         detail: str = "",
         upstream_headers: tuple[tuple[str, str], ...] = (),
         remove_headers: tuple[str, ...] = (),
+        client_headers: tuple[tuple[str, str], ...] = (),
     ) -> Decision:
         """The Decision value, with everything the record and explain need."""
         if state.trace is not None:
@@ -345,7 +408,7 @@ class Pipeline:
             shadow_denies=tuple(state.shadow_denies),
             upstream_headers=upstream_headers,
             remove_headers=remove_headers,
-            response_headers=((governance.DECISION_ID, state.decision_id),),
+            response_headers=((governance.DECISION_ID, state.decision_id), *client_headers),
             trace=tuple(state.trace) if state.trace is not None else (),
         )
 

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from authz.decision import Decision
     from authz.facts import IPAddress, RequestFacts
     from authz.location import Location
+    from authz.metering.plan import Plan
+    from authz.metering.result import MeterResult
     from authz.rules import Rules
 
 
@@ -59,6 +61,21 @@ class GeoResolver(Protocol):
 
     def locate(self, ip: IPAddress) -> Location:
         """The address's kind, and its country and network when known."""
+
+
+class RateStore(Protocol):
+    """Checks and charges all rate counters of one request in one call."""
+
+    async def hit(self, plan: Plan, now: float) -> MeterResult:
+        """Allow and charge every counter of the plan, or refuse and charge nothing.
+
+        `now` is epoch seconds from the pipeline's clock (never the store's).
+        Raises on a store fault; `BreakerRateStore` turns faults into the tier's
+        failure policy (StoreUnavailable under fail_closed).
+        """
+
+    async def aclose(self) -> None:
+        """Release connections."""
 
 
 class DecisionSink(Protocol):

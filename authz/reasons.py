@@ -33,6 +33,9 @@ class Reason(StrEnum):
     NETWORK_DENIED = "network_denied"
     ADDRESS_DENIED = "address_denied"
     JURISDICTION_DENIED = "jurisdiction_denied"
+    # rate limits and volume (429)
+    RATE_LIMITED = "rate_limited"
+    VOLUME_ANOMALY = "volume_anomaly"
     # the request itself (400)
     REQUEST_MALFORMED = "request_malformed"
     BODY_MALFORMED = "body_malformed"
@@ -71,6 +74,8 @@ _STATUS: dict[Reason, int] = {
     Reason.NETWORK_DENIED: 403,
     Reason.ADDRESS_DENIED: 403,
     Reason.JURISDICTION_DENIED: 403,
+    Reason.RATE_LIMITED: 429,
+    Reason.VOLUME_ANOMALY: 429,
     Reason.REQUEST_MALFORMED: 400,
     Reason.BODY_MALFORMED: 400,
     Reason.DEPENDENCY_FAILED: 503,

@@ -22,7 +22,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from authz.accounts import Account, KeyRecord, Kyc
 from authz.protocols import Clock
@@ -107,7 +107,12 @@ class RedisRegistry:
     read_only = False
 
     def __init__(
-        self, client: Redis, *, clock: Clock, cache_ttl: float = 5.0, cache_size: int = 100_000
+        self,
+        client: Redis | RedisCluster,
+        *,
+        clock: Clock,
+        cache_ttl: float = 5.0,
+        cache_size: int = 100_000,
     ) -> None:
         self._redis = client
         self._clock = clock

@@ -27,6 +27,7 @@ from authz.jurisdiction import (
     compile_jurisdiction,
     reference_problem,
 )
+from authz.metering.rules import CompiledLimits, LimitRules, compile_limits
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -82,6 +83,10 @@ class TierRules(_Strict):
         default="full",
         description="How much reasoning the model server may expose to this tier.",
     )
+    limits: LimitRules = Field(
+        default_factory=LimitRules,
+        description="Rate limits, token budgets, volume anomalies and the store failure policy.",
+    )
 
 
 class RulesDocument(_Strict):
@@ -122,6 +127,7 @@ class CompiledTier:
     models: re.Pattern[str]
     restricts_models: bool
     reasoning: str
+    limits: CompiledLimits
 
     def allows_path(self, path: str) -> bool:
         """Whether the tier may call this path (query string ignored)."""
@@ -161,6 +167,7 @@ def compile_rules(doc: RulesDocument, *, source: str, digest: str) -> Rules:
             models=_globs(t.models),
             restricts_models=t.models != ["*"],
             reasoning=t.reasoning,
+            limits=compile_limits(t.limits),
         )
         for name, t in doc.tiers.items()
     }

@@ -16,7 +16,8 @@ from authz.facts import IPAddress, RequestFacts, parse_ip
 from authz.keys import KeyHasher
 from authz.location import AddressKind, Location
 from authz.pipeline import Pipeline
-from authz.protocols import KeyRegistry
+from authz.metering import MemoryRateStore
+from authz.protocols import KeyRegistry, RateStore
 from authz.registry import MemoryRegistry
 from authz.rules import Rules, load_rules, parse_rules
 
@@ -109,6 +110,7 @@ def make_pipeline(
     rules: StaticRules | None = None,
     clock: ManualClock | None = None,
     geo: StaticGeo | None = None,
+    rates: RateStore | None = None,
 ) -> tuple[Pipeline, RecordingSink]:
     """A pipeline over the demo rules and accounts, with a recording sink."""
     sink = RecordingSink()
@@ -117,6 +119,7 @@ def make_pipeline(
         registry=registry or demo_registry(),
         hasher=KeyHasher(),
         geo=geo or StaticGeo(),
+        rates=rates or MemoryRateStore(),
         clock=clock or ManualClock(1_790_000_000.0),
         sink=sink,
     )

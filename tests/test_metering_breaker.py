@@ -15,7 +15,8 @@ from authz.metering.memory import MemoryRateStore
 from authz.metering.plan import Plan
 from authz.metering.redis_store import RedisRateStore
 from authz.metering.result import MeterResult
-from authz.metering.store import RateStore, StoreUnavailable
+from authz.metering.store import StoreUnavailable
+from authz.protocols import RateStore
 from tests.metering_support import T0, compiled, plan_for
 from tests.redis_server import RedisServer
 

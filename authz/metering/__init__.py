@@ -15,7 +15,7 @@ from authz.metering.plan import Plan, build_plan, counter_key, plan_request, vol
 from authz.metering.redis_store import RedisRateStore
 from authz.metering.result import LimitState, MeterResult, Signal, Violation, describe
 from authz.metering.rules import CompiledLimits, LimitRules, compile_limits
-from authz.metering.store import RateStore, StoreUnavailable
+from authz.metering.store import StoreUnavailable
 from authz.metering.tokens import TokenEstimate, estimate_tokens
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "MemoryRateStore",
     "MeterResult",
     "Plan",
-    "RateStore",
     "RedisRateStore",
     "Signal",
     "StoreUnavailable",

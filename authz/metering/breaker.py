@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from authz.metering.memory import MemoryRateStore
 from authz.metering.plan import Plan
 from authz.metering.result import ALLOWED, MeterResult
-from authz.metering.store import RateStore, StoreUnavailable
+from authz.metering.store import StoreUnavailable
+from authz.protocols import RateStore
 
 log = logging.getLogger("distill_guard.metering")
 

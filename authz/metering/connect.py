@@ -64,18 +64,23 @@ def rate_client(
 def open_rate_store(
     url: str,
     *,
+    client: Redis | RedisCluster | None = None,
     budget: float = 0.05,
     max_connections: int = 128,
     failures_to_open: int = 5,
     cooldown: float = 5.0,
     monotonic: Callable[[], float] | None = None,
 ) -> MemoryRateStore | BreakerRateStore:
-    """The rate store a URL names; Redis ones behind a breaker with this budget."""
+    """The rate store a URL names; Redis ones behind a breaker with this budget.
+
+    `client` shares a connection pool the caller already opened for this URL.
+    """
     if urlparse(url).scheme == "memory":
         return MemoryRateStore()
     return BreakerRateStore(
         RedisRateStore(
-            rate_client(url, max_connections=max_connections), max_in_flight=max_connections
+            client or rate_client(url, max_connections=max_connections),
+            max_in_flight=max_connections,
         ),
         budget=budget,
         failures_to_open=failures_to_open,
