@@ -51,6 +51,7 @@ class Example:
     forged: dict[str, str] = field(default_factory=dict)
     upstream: dict[str, str] = field(default_factory=dict)
     xff: str | None = None  # where the client "is": the demo trusts loopback as a proxy
+    repeat: int = 1  # send this many times; the last answer is the one shown
 
     def headers(self) -> dict[str, str]:
         """The request headers."""
@@ -121,6 +122,15 @@ EXAMPLES = (
         "kyc_country_denied",
         xff="79.192.3.4",
     ),
+    Example(
+        "rate limited: carol (free tier: 3 requests a minute) sends a 4th",
+        "small-1",
+        "dg_demo_free_carol_00001",
+        429,
+        "rate_limited",
+        xff="90.1.2.3",
+        repeat=4,
+    ),
 )
 
 
@@ -135,9 +145,13 @@ def curl_line(url: str, ex: Example) -> str:
 
 def show(n: int, url: str, ex: Example, result: HttpResult) -> bool:
     """Print one example and its result; True when the answer is the expected one."""
-    print(f"\n{n}. {ex.title}\n   $ {curl_line(url, ex)}")
+    again = f"   (sent {ex.repeat} times; the last answer:)\n" if ex.repeat > 1 else ""
+    print(f"\n{n}. {ex.title}\n   $ {curl_line(url, ex)}\n{again}", end="")
     decision = result.headers.get("x-distill-decision-id", "-")
     print(f"   -> HTTP {result.status}   x-distill-decision-id: {decision}")
+    for name in ("retry-after", "ratelimit-policy", "ratelimit", "x-distill-token-budget"):
+        if name in result.headers:
+            print(f"      {name}: {result.headers[name]}")
     try:
         body: Any = result.json()
     except ValueError:
@@ -230,9 +244,10 @@ def run_examples(ports: DemoPorts) -> bool:
     url = f"http://127.0.0.1:{ports.envoy}{PATH}"
     ok = True
     for n, ex in enumerate(EXAMPLES, 1):
-        result = http_request(url, method="POST", headers=ex.headers(), body=ex.body())
+        for _ in range(ex.repeat):
+            result = http_request(url, method="POST", headers=ex.headers(), body=ex.body())
         ok = show(n, url, ex, result) and ok
-    explain_example(len(EXAMPLES) - 1, EXAMPLES[-2])
+    explain_example(6, EXAMPLES[5])
     return ok
 
 

@@ -397,7 +397,10 @@ def test_demo_once_runs_the_examples() -> None:
         "verification_required",
         "country_denied",
         "kyc_country_denied",
+        "rate_limited",
     ):
         assert f'"reason":"{reason}"' in out
-    assert out.count("$ curl ") == 7
+    assert out.count("$ curl ") == 8
+    assert "-> HTTP 429" in out and "retry-after: " in out
+    assert 'ratelimit-policy: "account-requests-1m";q=3;w=60' in out
     assert "=>  DENY 403 country_denied (rule jurisdiction:embargoed-ip)" in out

@@ -26,6 +26,7 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
     finally:
         owned.close()
 
+
 IRAN = "2.176.1.1"
 GERMANY = "79.192.3.4"
 
@@ -71,7 +72,18 @@ def test_trusted_hop_reads_only_what_the_proxy_appended(stacks: Stacks, tmp_path
 def test_rules_rewritten_under_load(stacks: Stacks, tmp_path: Path) -> None:
     """Rewriting the rules while traffic flows fails no check; the new rule applies within 2 s."""
     path = tmp_path / "rules.yaml"
-    text = DEMO_RULES.read_text()
+    # Bob's pro tier without its rate limits: this test is about reloads, not quotas.
+    text = DEMO_RULES.read_text().replace(
+        "      account: {requests: {1m: 60,", "      account: {requests: {1m: 100000,"
+    )
+    text = text.replace(
+        '"frontier-*": {account: {requests: {1m: 20}}}',
+        '"frontier-*": {account: {requests: {1m: 100000}}}',
+    )
+    text = text.replace(
+        "entity: {requests: {1m: 300, 1d: 50000}}", "entity: {requests: {1m: 100000}}"
+    )
+    text = text.replace("1d: 5000}, tokens", "1d: 1000000}, tokens")
     path.write_text(text)
     stack = stacks.start(rules=path, reload_interval=0.1)
     outcomes: Counter[str] = Counter()
