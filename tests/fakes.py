@@ -15,8 +15,8 @@ from authz.decision import Decision
 from authz.facts import IPAddress, RequestFacts, parse_ip
 from authz.keys import KeyHasher
 from authz.location import AddressKind, Location
-from authz.pipeline import Pipeline
 from authz.metering import MemoryRateStore
+from authz.pipeline import Pipeline
 from authz.protocols import KeyRegistry, RateStore
 from authz.registry import MemoryRegistry
 from authz.rules import Rules, load_rules, parse_rules
