@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from authz.errors import ConfigError, format_validation_error
 from authz.keys import KeyHasher, KeyProblem, check_key_shape
+from authz.schema import StrictModel
 
 
 class Kyc(StrEnum):
@@ -61,11 +62,7 @@ class KeyRecord:
         return "active"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KeyEntry(_Strict):
+class KeyEntry(StrictModel):
     """A key in the accounts file: a plaintext `secret` (hashed at load) or its digest."""
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -86,7 +83,7 @@ class KeyEntry(_Strict):
         return self
 
 
-class AccountEntry(_Strict):
+class AccountEntry(StrictModel):
     """One account in the accounts file."""
 
     account: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")

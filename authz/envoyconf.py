@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from authz.datafiles import project_file
+
 AUTHZ_CLUSTER = "distill_guard"
 UPSTREAM_CLUSTER = "model_api"
 DIRECT_RESPONSE_BODY = '{"ok":true}\n'
@@ -24,16 +26,7 @@ DIRECT_RESPONSE_BODY = '{"ok":true}\n'
 
 def sidecar_path() -> Path:
     """Where envoy/sidecar.yaml lives: the source checkout, else the installed data file."""
-    checkout = Path(__file__).resolve().parent.parent / "envoy" / "sidecar.yaml"
-    # A wheel install puts the file here ([tool.setuptools.data-files] in pyproject.toml).
-    installed = Path(sys.prefix) / "share" / "distill-guard" / "envoy" / "sidecar.yaml"
-    for path in (checkout, installed):
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"envoy/sidecar.yaml not found: neither in the source checkout ({checkout})"
-        f" nor installed under sys.prefix ({installed})"
-    )
+    return project_file("envoy/sidecar.yaml")
 
 
 def envoy_binary() -> str | None:

@@ -33,6 +33,7 @@ from typing import Any
 import mmdb_writer
 from netaddr import IPSet  # type: ignore[import-untyped]  # netaddr ships no type information
 
+from authz.datafiles import project_file
 from authz.errors import ConfigError
 from authz.facts import parse_ip
 from authz.geo import SPECIAL_RANGES
@@ -197,12 +198,7 @@ def build_database(src: Path, out: Path, *, build_epoch: int | None = None) -> i
 
 def demo_csv_path() -> Path:
     """Where geo/demo.csv lives: the source checkout, else the installed data file."""
-    checkout = Path(__file__).resolve().parent.parent / "geo" / "demo.csv"
-    installed = Path(sys.prefix) / "share" / "distill-guard" / "geo" / "demo.csv"
-    for path in (checkout, installed):
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"geo/demo.csv not found in {checkout} nor {installed}")
+    return project_file("geo/demo.csv")
 
 
 def _cache_dir() -> Path:

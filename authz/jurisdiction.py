@@ -21,23 +21,20 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from authz.accounts import Kyc
 from authz.clientip import ClientIpPolicy
 from authz.countries import ISO_3166_ALPHA2
 from authz.location import AddressKind, Location
 from authz.reasons import Reason
+from authz.schema import StrictModel
 
 _GROUP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClientIpRules(_Strict):
+class ClientIpRules(StrictModel):
     """How much of X-Forwarded-For to believe (see docs/jurisdiction.md)."""
 
     trusted_hops: int = Field(
@@ -73,7 +70,7 @@ class ClientIpRules(_Strict):
 CountryRef = str  # an ISO code (upper case) or a group name (lower case)
 
 
-class JurisdictionRule(_Strict):
+class JurisdictionRule(StrictModel):
     """One rule: conditions that must all hold, and what to do then."""
 
     id: str = Field(description="Stable id; named in decisions, audit records and spans.")
@@ -122,7 +119,7 @@ class JurisdictionRule(_Strict):
         return self
 
 
-class JurisdictionRules(_Strict):
+class JurisdictionRules(StrictModel):
     """The `jurisdiction` section."""
 
     groups: dict[str, list[str]] = Field(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from authz.clientip import ClientIpPolicy
 from authz.errors import ConfigError, format_validation_error
@@ -28,15 +28,12 @@ from authz.jurisdiction import (
     reference_problem,
 )
 from authz.metering.rules import CompiledLimits, LimitRules, compile_limits
+from authz.schema import StrictModel
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IdentityRules(_Strict):
+class IdentityRules(StrictModel):
     """Where API keys are read from, and whether they reach the model server."""
 
     key_headers: list[str] = Field(
@@ -60,7 +57,7 @@ class IdentityRules(_Strict):
         return names
 
 
-class TierRules(_Strict):
+class TierRules(StrictModel):
     """What accounts on one tier may do."""
 
     description: str = ""
@@ -89,7 +86,7 @@ class TierRules(_Strict):
     )
 
 
-class RulesDocument(_Strict):
+class RulesDocument(StrictModel):
     """The whole rules file."""
 
     version: str = Field(

@@ -14,6 +14,10 @@ from tests.redis_server import REDIS_CLI, REDIS_SERVER, RedisClusterServers, Red
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One real redis-server on a free loopback port for the whole session."""
+    yield from _running_redis()
+
+
+def _running_redis() -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed (tests/run.sh installs it)")
     server = RedisServer(REDIS_SERVER)
@@ -21,7 +25,7 @@ def redis_server() -> Iterator[RedisServer]:
         server.wait_ready()
         yield server
     finally:
-        server.stop()
+        server.stop()  # SIGKILL ends a paused server too
 
 
 @pytest.fixture
@@ -35,14 +39,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A redis-server this test alone owns: it may kill, pause and restart it."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (tests/run.sh installs it)")
-    server = RedisServer(REDIS_SERVER)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()  # SIGKILL ends a paused server too
+    yield from _running_redis()
 
 
 # --- real Redis Cluster ----------------------------------------------------------------

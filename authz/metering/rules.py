@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from authz.schema import StrictModel
 
 Kind = Literal["requests", "tokens"]
 Scope = Literal["account", "entity"]
@@ -25,10 +27,6 @@ MAX_LIMIT = 10**12
 _MODEL_GLOB = re.compile(r"^[A-Za-z0-9._:/@+*?!\[\]-]{1,128}$")
 
 Quota = Annotated[int, Field(strict=True, ge=1, le=MAX_LIMIT)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def window_seconds(text: str) -> int:
@@ -63,7 +61,7 @@ def _check_windows(limits: dict[str, int]) -> dict[str, int]:
     return limits
 
 
-class ScopeLimits(_Strict):
+class ScopeLimits(StrictModel):
     """Limits of one scope (the account, or the entity that pools its accounts)."""
 
     requests: dict[str, Quota] = Field(
@@ -84,7 +82,7 @@ class ScopeLimits(_Strict):
         return _check_windows(limits)
 
 
-class ModelLimits(_Strict):
+class ModelLimits(StrictModel):
     """Extra limits for requests naming a model that matches one glob pattern."""
 
     account: ScopeLimits = Field(
@@ -95,7 +93,7 @@ class ModelLimits(_Strict):
     )
 
 
-class TokenEstimateRules(_Strict):
+class TokenEstimateRules(StrictModel):
     """How the estimated token cost of a request is computed (see docs/limits.md)."""
 
     default_output: int = Field(
@@ -107,7 +105,7 @@ class TokenEstimateRules(_Strict):
     )
 
 
-class AnomalyRules(_Strict):
+class AnomalyRules(StrictModel):
     """Volume-spike signals: this hour's request count against an hourly EWMA baseline."""
 
     z_score: float = Field(
@@ -147,7 +145,7 @@ class AnomalyRules(_Strict):
     )
 
 
-class LimitRules(_Strict):
+class LimitRules(StrictModel):
     """Rate limits, token budgets and volume-anomaly settings of one tier."""
 
     account: ScopeLimits = Field(
