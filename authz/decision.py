@@ -54,6 +54,8 @@ class Decision:
     remove_headers: tuple[str, ...] = ()
     response_headers: tuple[tuple[str, str], ...] = ()
     would_deny: Reason | None = None
+    counters: tuple[tuple[str, int, int], ...] = ()  # (policy name, limit, remaining)
+    estimated_tokens: int = 0
     trace: tuple[tuple[str, str], ...] = ()
 
     @property

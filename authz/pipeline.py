@@ -68,6 +68,8 @@ class _Check:
     model: str | None = None
     body_fields: dict[str, Any] = field(default_factory=dict)
     quota_headers: tuple[tuple[str, str], ...] = ()
+    counters: tuple[tuple[str, int, int], ...] = ()
+    estimated_tokens: int = 0
     client: ClientAddress | None = None
     location: Location | None = None
     flags: list[str] = field(default_factory=list)
@@ -303,6 +305,8 @@ class Pipeline:
             result = await self._rates.hit(plan, state.now)
         except StoreUnavailable as exc:
             raise DependencyFault(f"rate store: {exc}") from exc
+        state.estimated_tokens = plan.tokens
+        state.counters = tuple((s.name, s.limit, s.remaining) for s in result.limits)
         state.flags += [signal.name for signal in result.signals]
         if result.degraded:
             state.flags.append("meter_degraded")
@@ -406,6 +410,8 @@ class Pipeline:
             location=state.location,
             flags=tuple(state.flags),
             shadow_denies=tuple(state.shadow_denies),
+            counters=state.counters,
+            estimated_tokens=state.estimated_tokens,
             upstream_headers=upstream_headers,
             remove_headers=remove_headers,
             response_headers=((governance.DECISION_ID, state.decision_id), *client_headers),

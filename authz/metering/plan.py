@@ -102,6 +102,7 @@ class Plan:
     volumes: tuple[VolumeWatch, ...] = ()
     on_store_failure: Literal["fail_open", "fail_closed"] = "fail_closed"
     fail_open_fraction: float = 0.1
+    tokens: int = 0  # the estimated token cost charged to `tokens` limits
 
     @property
     def empty(self) -> bool:
@@ -197,4 +198,5 @@ def build_plan(
         volumes=volumes,
         on_store_failure=limits.on_store_failure,
         fail_open_fraction=limits.fail_open_fraction,
+        tokens=tokens,
     )
