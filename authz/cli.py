@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.bench",
     "authz.keys_cli",
     "authz.geobuild",
+    "authz.audit_cli",
 )
 
 
