@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.keys_cli",
     "authz.geobuild",
     "authz.audit_cli",
+    "authz.health_cli",
 )
 
 
