@@ -558,7 +558,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--log-level",
         default="info",
-        help="distill-guard log level; info logs every decision, as in production [info]",
+        help="distill-guard log level [info] (audit records are written as in production)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_run)

@@ -1,7 +1,7 @@
 """First-party fakes for the pipeline's protocols (unit tests only).
 
 Each has a real counterpart exercised elsewhere: WatchedFile (test_reload),
-the Redis registry (test_registry_redis), the log sink (test_server).
+the Redis registry (test_registry_redis), the audit queue (test_audit_queue).
 """
 
 from __future__ import annotations
