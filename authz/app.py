@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ from urllib.parse import urlparse
 
 from redis.asyncio import Redis, RedisCluster
 
+from authz.audit.queue import AuditTrail
+from authz.audit.sinks import open_sinks
 from authz.clock import SystemClock
 from authz.errors import ConfigError
 from authz.geo import GeoWatch, NoDatabaseResolver, watch_resolver
 from authz.keys import KeyHasher
-from authz.logs import LogDecisionSink
 from authz.metering import MemoryRateStore, open_rate_store, rate_client
 from authz.pipeline import Pipeline
 from authz.protocols import Clock, DecisionSink, KeyRegistry, RateStore
@@ -45,6 +47,7 @@ class App:
     accounts: WatchedFile[MemoryRegistry] | None = None
     geo: GeoWatch | None = None
     redis: Redis | RedisCluster | None = None
+    audit: AuditTrail | None = None
 
     def watched(self) -> list[WatchedFile[Any]]:
         """The files to poll for hot reload: rules, accounts, GeoIP databases."""
@@ -71,8 +74,15 @@ class App:
                 log.warning("store not reachable yet", extra={"error": repr(exc)})
                 await asyncio.sleep(retry)
 
+    def start_background(self) -> None:
+        """Start the audit trail's writers; call on the server's event loop before serving."""
+        if self.audit is not None:
+            self.audit.start()
+
     async def close(self) -> None:
-        """Release store connections and database files."""
+        """Write the queued audit records (within the grace period), release stores and files."""
+        if self.audit is not None:
+            await self.audit.close()
         await self.rates.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -103,10 +113,17 @@ def open_stores(
 def build_app(
     settings: Settings, *, clock: Clock | None = None, sink: DecisionSink | None = None
 ) -> App:
-    """Load rules and accounts and wire the pipeline. Raises ConfigError on bad files."""
+    """Load rules and accounts and wire the pipeline. Raises ConfigError on bad files.
+
+    Decisions go to `sink` when given (replay, explain), else to the audit trail
+    `--audit` configures.
+    """
     clock = clock or SystemClock()
     hasher = KeyHasher(settings.pepper())
     rules = WatchedFile(settings.rules, load_rules, kind="rules")
+    audit: AuditTrail | None = None
+    if sink is None:
+        sink = audit = open_audit(settings, clock)
     dynamic, rates, client = open_stores(
         settings.store,
         clock=clock,
@@ -135,10 +152,32 @@ def build_app(
         geo=geo.resolver if geo is not None else NoDatabaseResolver(),
         rates=rates,
         clock=clock,
-        sink=sink or LogDecisionSink(),
+        sink=sink,
         max_body_bytes=settings.max_body_bytes,
     )
-    return App(pipeline, rules, registry, hasher, clock, rates, accounts, geo, client)
+    return App(pipeline, rules, registry, hasher, clock, rates, accounts, geo, client, audit)
+
+
+def open_audit(settings: Settings, clock: Clock) -> AuditTrail:
+    """The audit trail `--audit` describes (its tasks start with `App.start_background`)."""
+    sizes = {"--audit-queue": settings.audit_queue, "--audit-backlog": settings.audit_backlog}
+    for flag, value in sizes.items():
+        if value < 1:
+            raise ConfigError(flag, "", f"must be at least 1 (got {value})")
+    sinks = open_sinks(
+        settings.audit,
+        store=settings.store,
+        stream=settings.audit_stream,
+        maxlen=settings.audit_stream_maxlen,
+    )
+    return AuditTrail(
+        sinks,
+        chain=settings.audit_chain or socket.gethostname(),
+        clock=clock,
+        queue_size=settings.audit_queue,
+        backlog=settings.audit_backlog,
+        grace=settings.grace,
+    )
 
 
 def _load_accounts(path: Path, hasher: KeyHasher) -> MemoryRegistry:

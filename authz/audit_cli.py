@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import importlib
 
-ACTIONS: tuple[str, ...] = ()
+ACTIONS: tuple[str, ...] = (
+    "authz.audit.verify",
+    "authz.audit.tail",
+    "authz.audit.rollup",
+    "authz.audit.queries",
+    "authz.audit.gen_audit",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

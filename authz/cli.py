@@ -29,12 +29,19 @@ COMMANDS: tuple[str, ...] = (
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    from authz import telemetry
     from authz.server import serve
 
     conf = settings.from_namespace(ns)
     logs.configure(conf.log_level)
     try:
-        asyncio.run(serve(conf))
+        # The one place the OpenTelemetry SDK is installed (OTEL_* variables and
+        # --metrics-listen); library code records through the API.
+        installed = telemetry.setup(metrics_listen=conf.metrics_listen)
+        try:
+            asyncio.run(serve(conf))
+        finally:
+            installed.shutdown()  # export what is still buffered
     except ConfigError as exc:
         print(f"distill-guard: {exc}", file=sys.stderr)
         return 2

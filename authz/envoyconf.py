@@ -21,6 +21,7 @@ from authz.datafiles import project_file
 
 AUTHZ_CLUSTER = "distill_guard"
 UPSTREAM_CLUSTER = "model_api"
+COLLECTOR_CLUSTER = "otel_collector"
 DIRECT_RESPONSE_BODY = '{"ok":true}\n'
 
 
@@ -39,7 +40,11 @@ def envoy_binary() -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Ports:
-    """The four addresses a rendered bootstrap uses."""
+    """The addresses a rendered bootstrap uses.
+
+    `collector` receives Envoy's spans (OTLP gRPC); with nobody listening there
+    Envoy drops them and serves as usual.
+    """
 
     listener: int = 10000
     authz: int = 9191
@@ -48,6 +53,8 @@ class Ports:
     host: str = "127.0.0.1"
     authz_host: str = "127.0.0.1"
     upstream_host: str = "127.0.0.1"
+    collector: int = 4317
+    collector_host: str = "127.0.0.1"
 
 
 def load_sidecar() -> dict[str, Any]:
@@ -62,13 +69,15 @@ def render(
     *,
     direct_response: bool = False,
     access_log: bool = True,
+    trace_flush_ms: int | None = None,
     base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sidecar bootstrap with `ports` patched in.
 
     `direct_response` answers every allowed request with 200 from Envoy itself
     (the benchmark: the model API must not be the bottleneck); `access_log`
-    False drops the access log.
+    False drops the access log; `trace_flush_ms` makes Envoy export its spans
+    that often (default 5000) and without waiting for a batch, for tests.
     """
     conf = copy.deepcopy(base if base is not None else load_sidecar())
     resources = conf["static_resources"]
@@ -78,6 +87,13 @@ def render(
     clusters = {c["name"]: c for c in resources["clusters"]}
     _set_endpoint(clusters[AUTHZ_CLUSTER], ports.authz_host, ports.authz)
     _set_endpoint(clusters[UPSTREAM_CLUSTER], ports.upstream_host, ports.upstream)
+    _set_endpoint(clusters[COLLECTOR_CLUSTER], ports.collector_host, ports.collector)
+    if trace_flush_ms is not None:
+        flush = {
+            "tracing.opentelemetry.flush_interval_ms": trace_flush_ms,
+            "tracing.opentelemetry.min_flush_spans": 1,
+        }
+        conf["layered_runtime"] = {"layers": [{"name": "trace_flush", "static_layer": flush}]}
     hcm = _http_connection_manager(listener)
     if not access_log:
         hcm.pop("access_log", None)

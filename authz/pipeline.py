@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import inspect
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from authz import governance
+from opentelemetry.trace import Span
+
+from authz import governance, telemetry
 from authz.accounts import Kyc
 from authz.body import BodyError, summarize
 from authz.clientip import ClientAddress, client_address
@@ -87,6 +92,50 @@ def new_decision_id() -> str:
     return secrets.token_hex(12)
 
 
+_Phase = TypeVar("_Phase", bound=Callable[..., Any])
+
+
+def _traced(span_name: str) -> Callable[[_Phase], _Phase]:
+    """Run a phase (sync or async) in a child span of the check's; a denial is noted on it.
+
+    Only under a recording check span: otherwise (no SDK, trace not sampled,
+    replay) the phase runs bare, as even a no-op span costs microseconds.
+    """
+
+    def note(span: Span, denial: Denial | None) -> None:
+        if denial is not None and span.is_recording():
+            span.set_attribute(telemetry.REASON, denial.reason.value)
+            if denial.rule is not None:
+                span.set_attribute(telemetry.RULE, denial.rule)
+
+    def wrap(phase: _Phase) -> _Phase:
+        if inspect.iscoroutinefunction(phase):
+
+            @functools.wraps(phase)
+            async def run_async(self: Pipeline, state: _Check) -> Denial | None:
+                if not telemetry.recording():
+                    return cast(Denial | None, await phase(self, state))
+                with telemetry.phase_span(span_name) as span:
+                    denial: Denial | None = await phase(self, state)
+                    note(span, denial)
+                    return denial
+
+            return cast(_Phase, run_async)
+
+        @functools.wraps(phase)
+        def run(self: Pipeline, state: _Check) -> Denial | None:
+            if not telemetry.recording():
+                return cast(Denial | None, phase(self, state))
+            with telemetry.phase_span(span_name) as span:
+                denial: Denial | None = phase(self, state)
+                note(span, denial)
+                return denial
+
+        return cast(_Phase, run)
+
+    return wrap
+
+
 class Pipeline:
     """Runs the phases for one request at a time; safe to share between tasks."""
 
@@ -133,7 +182,7 @@ class Pipeline:
                 state, Denial(Reason.DEADLINE_EXCEEDED, f"no decision within {budget:.3f}s")
             )
         except asyncio.CancelledError:
-            self._sink.record(
+            self._record(
                 facts,
                 self._deny(state, Denial(Reason.DEADLINE_EXCEEDED, "cancelled by the caller")),
             )
@@ -150,8 +199,13 @@ class Pipeline:
             decision = self._deny(state, Denial(Reason.INTERNAL_ERROR, "internal error"))
         decision = self._apply_mode(state, decision)
         # Phase 7, record: every decision, whatever its outcome.
-        self._sink.record(facts, decision)
+        self._record(facts, decision)
         return decision
+
+    def _record(self, facts: RequestFacts, decision: Decision) -> None:
+        """Hand the decision to the sink, count it, and describe it on the check span."""
+        self._sink.record(facts, decision)
+        telemetry.observe_decision(decision, request_id=facts.request_id)
 
     async def _run_phases(self, state: _Check) -> Denial | None:
         """The phase order, written once; the first denial ends the run."""
@@ -181,6 +235,7 @@ class Pipeline:
             )
         return None
 
+    @_traced(telemetry.IDENTIFY_SPAN)
     async def _identify(self, state: _Check) -> Denial | None:
         try:
             key = extract_key(state.facts.headers, state.rules.key_headers)
@@ -251,6 +306,7 @@ class Pipeline:
         state.note("entitle", f"tier {tier.name} may call {facts.path}, model {state.model or '-'}")
         return None
 
+    @_traced(telemetry.JURISDICTION_SPAN)
     def _locate(self, state: _Check) -> Denial | None:
         facts, rules, caller, tier = state.facts, state.rules, state.caller, state.tier
         assert facts.client_ip is not None and caller is not None and tier is not None
@@ -288,6 +344,7 @@ class Pipeline:
             rule=f"jurisdiction:{rule.id}",
         )
 
+    @_traced(telemetry.COUNTERS_SPAN)
     async def _meter(self, state: _Check) -> Denial | None:
         tier, caller = state.tier, state.caller
         assert tier is not None and caller is not None

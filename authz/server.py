@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any
 
 import grpc
@@ -12,7 +13,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
-from authz import edge
+from authz import edge, telemetry
 from authz.app import App, build_app
 from authz.pipeline import Pipeline
 from authz.settings import Settings
@@ -37,13 +38,23 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         request: external_auth_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> external_auth_pb2.CheckResponse:
-        """Decide one request for Envoy."""
+        """Decide one request for Envoy, inside a span joined to Envoy's trace."""
+        started = time.perf_counter()
         budget = self._budget
         remaining = context.time_remaining()
         if remaining is not None:
             budget = max(0.0, min(budget, remaining - _DEADLINE_MARGIN))
         facts = edge.facts_from_check_request(request)
-        decision = await self._pipeline.check(facts, budget=budget)
+        # Envoy's tracer sends its ext_authz span's context as gRPC metadata; the
+        # request's own headers are the fallback (a tracing proxy before Envoy).
+        parent = telemetry.parent_context(context.invocation_metadata() or (), facts.headers)
+        try:
+            # The pipeline records the decision inside this span: the span gets the
+            # decision's attributes, and the audit record can carry its trace id.
+            with telemetry.check_span(parent):
+                decision = await self._pipeline.check(facts, budget=budget)
+        finally:
+            telemetry.check_duration.record(time.perf_counter() - started)
         return edge.check_response(decision)
 
 
@@ -93,6 +104,7 @@ class Server:
     async def start(self) -> None:
         """Listen (NOT_SERVING), wait for the stores, then report SERVING."""
         await self.health.set(False)
+        self.app.start_background()  # audit writers, before the first Check can arrive
         await self.grpc.start()
         token = self.settings.admin_token()
         if token is not None:

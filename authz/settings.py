@@ -34,7 +34,14 @@ class Settings:
     reload_interval: float = 2.0
     max_body_bytes: int = 1 << 20
     grace: float = 5.0
+    metrics_listen: str | None = None
     log_level: str = "info"
+    audit: str = "stdout"
+    audit_chain: str = ""
+    audit_stream: str = "dg:audit"
+    audit_stream_maxlen: int = 10_000_000
+    audit_queue: int = 10_000
+    audit_backlog: int = 100_000
 
     def pepper(self) -> bytes | None:
         """The key pepper (HMAC secret), if one is configured."""
@@ -65,7 +72,15 @@ _HELP = {
     "reload_interval": "seconds between checks of the rules and accounts files",
     "max_body_bytes": "bytes of a request body examined at most",
     "grace": "seconds in-flight checks get to finish on SIGTERM",
+    "metrics_listen": "Prometheus /metrics address HOST:PORT (off when unset)",
     "log_level": "debug, info, warning or error",
+    "audit": "audit sinks, comma-separated: stdout, jsonl:PATH, redis (the --store Redis), "
+    "redis://HOST:PORT/DB, or none (docs/audit.md)",
+    "audit_chain": "name of this process's audit hash chain (empty: the host name)",
+    "audit_stream": "Redis stream the redis audit sinks append to",
+    "audit_stream_maxlen": "approximate number of entries the audit stream keeps",
+    "audit_queue": "decisions the audit queue holds; more are dropped and counted",
+    "audit_backlog": "records each failing audit sink holds while it retries",
 }
 
 
@@ -95,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 default = convert(from_env)
             except ValueError:
                 parser.error(f"{env}={from_env!r} is not a valid {f.type}")
-        shown = "" if f.default is MISSING or f.default is None else f"; default {f.default}"
+        shown = "" if f.default in (MISSING, None, "") else f"; default {f.default}"
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,

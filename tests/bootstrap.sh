@@ -30,6 +30,12 @@ ensure_venv() {
     local stamp=".venv/.distill-guard-$extras"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+        # xds-protos ships an old copy of opentelemetry-proto's modules under the same
+        # file names; put the real package's files back so the OTLP exporter imports.
+        local otel_proto
+        otel_proto=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')
+        .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+            --force-reinstall "opentelemetry-proto==$otel_proto"
         touch "$stamp"
     fi
 }

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from authz.app import App, build_app
 from authz.geobuild import demo_database
@@ -67,6 +68,19 @@ def demo_settings(**overrides: object) -> Settings:
         "asn": geo,
         "listen": "127.0.0.1:0",
         "grace": 2.0,
+        "audit": "none",  # tests that look at audit records choose their sink
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def read_log_until(stream: IO[str], msg: str, limit: int = 20) -> dict[str, Any]:
+    """Read a `serve` process's JSON log lines until one has this message; that line."""
+    for _ in range(limit):
+        line = stream.readline()
+        if not line:
+            break
+        entry: dict[str, Any] = json.loads(line)
+        if entry.get("msg") == msg:
+            return entry
+    raise AssertionError(f"no log line {msg!r} within {limit} lines")

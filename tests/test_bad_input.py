@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from authz.reasons import Reason
 from tests.checkreq import check_request
 from tests.fakes import ACME_KEY, BOB_KEY, CAROL_KEY
-from tests.serverthread import ServerThread
-from tests.test_server import demo_settings
+from tests.serverthread import ServerThread, demo_settings
 
 REASONS = {r.value for r in Reason}
 KNOWN_KEYS = {ACME_KEY, BOB_KEY, CAROL_KEY}

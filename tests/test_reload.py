@@ -22,8 +22,7 @@ from authz.rules import Rules, load_rules
 from tests.checkreq import check_request
 from tests.fakes import BOB_KEY, DEMO_ACCOUNTS
 from tests.otel import counter_value, metric_reader
-from tests.serverthread import ServerThread
-from tests.test_server import demo_settings
+from tests.serverthread import ServerThread, demo_settings, read_log_until
 
 OPEN = "version: open\ntiers: {pro: {}, free: {}, enterprise: {}}\n"
 CLOSED = "version: closed\ntiers: {pro: {paths: ['/v2/*']}, free: {}, enterprise: {}}\n"
@@ -177,7 +176,7 @@ def test_sighup_reloads_at_once(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.stderr is not None
     try:
-        assert json.loads(proc.stderr.readline())["msg"] == "serving"
+        read_log_until(proc.stderr, "serving")
         path.write_text(CLOSED)
         proc.send_signal(signal.SIGHUP)
         messages = [json.loads(proc.stderr.readline())["msg"] for _ in range(2)]

@@ -28,7 +28,7 @@ from tests.fakes import (
     DEMO_RULES,
     SlowRegistry,
 )
-from tests.serverthread import ServerThread, demo_settings
+from tests.serverthread import ServerThread, demo_settings, read_log_until
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +145,29 @@ def test_health_is_serving(server: ServerThread) -> None:
 
 
 def test_decisions_are_logged_without_the_key(
-    stub: external_auth_pb2_grpc.AuthorizationStub, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The decision log names the key id and never contains the key."""
-    with caplog.at_level(logging.INFO, logger="distill_guard.decision"):
-        stub.Check(check_request({"x-api-key": BOB_KEY}))
-    records = [r for r in caplog.records if r.name == "distill_guard.decision"]
-    assert records and records[-1].key_id == "k_bob_1"
+    """Every decision becomes an audit record (stdout and a JSON lines file here) naming the
+    key id; the key itself is in no record and no log line."""
+    audit = tmp_path / "audit.jsonl"
+    chain = "decision-log-test"  # other servers of this module may write to stdout too
+    running = ServerThread(demo_settings(audit=f"stdout,jsonl:{audit}", audit_chain=chain))
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            with caplog.at_level(logging.DEBUG):
+                stub.Check(check_request({"x-api-key": BOB_KEY}))
+                stub.Check(check_request({"authorization": f"Bearer {BOB_REVOKED}"}))
+    finally:
+        running.close()  # drains the audit queue
+    stdout = capfd.readouterr().out
+    for text in (stdout, audit.read_text()):
+        records = [r for r in map(json.loads, text.splitlines()) if r["chain"] == chain]
+        assert [(r["key_id"], r["reason"]) for r in records] == [
+            ("k_bob_1", "ok"),
+            ("k_bob_old", "key_revoked"),
+        ]
+        assert BOB_KEY not in text and BOB_REVOKED not in text
     assert all(BOB_KEY not in str(vars(r)) for r in caplog.records)
 
 
@@ -192,12 +208,10 @@ def test_deadline_from_envoy_bounds_the_check() -> None:
     try:
         with grpc.insecure_channel(running.target) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-            started = time.monotonic()
+            # A gRPC deadline of 0.3 s: an answer at all means it came in time.
             resp = stub.Check(check_request({"x-api-key": BOB_KEY}), timeout=0.3)
-            elapsed = time.monotonic() - started
         assert json.loads(resp.denied_response.body)["reason"] == "deadline_exceeded"
         assert resp.denied_response.status.code == 503
-        assert elapsed < 1.0
     finally:
         running.close()
 
@@ -232,10 +246,12 @@ def test_sigterm_stops_the_process_cleanly() -> None:
     )
     assert proc.stderr is not None
     try:
-        lines = [json.loads(proc.stderr.readline()) for _ in range(2)]
         # Without --geoip the demo rules' country conditions cannot match: said at start.
-        assert lines[0]["level"] == "warning" and "no --geoip" in lines[0]["msg"]
-        assert lines[1]["msg"] == "serving" and lines[1]["port"] > 0
+        warning = read_log_until(
+            proc.stderr, "jurisdiction rules use IP countries but no --geoip database is configured"
+        )
+        assert warning["level"] == "warning"
+        assert read_log_until(proc.stderr, "serving")["port"] > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         messages = [json.loads(line)["msg"] for line in proc.stderr if line.strip()]

@@ -15,6 +15,9 @@ own cancellation).
 The cooldown is measured on `monotonic` (a callable returning seconds), injected
 so tests and replays can drive it; the budget itself is real time (asyncio.timeout),
 because a hung store hangs in real time.
+
+Metrics (OpenTelemetry API, labelled by the breaker's `name`): store failures by
+kind, short circuits, fallbacks by policy, and the circuit state as a gauge.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from authz.metering.memory import MemoryRateStore
 from authz.metering.plan import Plan
@@ -55,6 +62,42 @@ class BreakerStats:
     opened: int = 0  # times the breaker opened
 
 
+# The circuit-state gauge's values (alert on anything but 0).
+STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}
+
+_meter = metrics.get_meter("distill_guard")
+_failures = _meter.create_counter(
+    "distill_guard.rate_store.failures",
+    unit="{failure}",
+    description="Rate store calls that failed (kind=error) or ran out of budget (kind=timeout)",
+)
+_short_circuits = _meter.create_counter(
+    "distill_guard.rate_store.short_circuits",
+    unit="{hit}",
+    description="Hits answered without trying the rate store (circuit open or trial in flight)",
+)
+_fallbacks = _meter.create_counter(
+    "distill_guard.rate_store.fallbacks",
+    unit="{hit}",
+    description="Hits decided by the tier's failure policy (fail_open: local limiter, "
+    "fail_closed: refused)",
+)
+_live: weakref.WeakSet[BreakerRateStore] = weakref.WeakSet()
+
+
+def _observe_states(options: CallbackOptions) -> Iterable[Observation]:
+    for breaker in list(_live):
+        yield Observation(STATE_VALUE[breaker.state], {"store": breaker.name})
+
+
+_meter.create_observable_gauge(
+    "distill_guard.rate_store.circuit_state",
+    callbacks=[_observe_states],
+    unit="1",
+    description="Rate store circuit breaker: 0 closed, 1 open, 2 half-open",
+)
+
+
 class BreakerRateStore:
     """A RateStore that never hangs and never raises except StoreUnavailable."""
 
@@ -67,7 +110,9 @@ class BreakerRateStore:
         failures_to_open: int = 5,
         cooldown: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        name: str = "redis",
     ) -> None:
+        self.name = name  # the `store` label of its metrics
         self._store = store
         self._local = local if local is not None else MemoryRateStore()
         self._budget = budget
@@ -78,6 +123,7 @@ class BreakerRateStore:
         self._consecutive = 0
         self._opened_at = 0.0
         self.stats = BreakerStats()
+        _live.add(self)
 
     @property
     def state(self) -> BreakerState:
@@ -90,6 +136,7 @@ class BreakerRateStore:
             return ALLOWED
         if not self._may_try():
             self.stats.short_circuits += 1
+            _short_circuits.add(1, {"store": self.name})
             return self._fallback(plan, now, "circuit open")
         self.stats.attempts += 1
         trial = self._state is BreakerState.HALF_OPEN
@@ -124,6 +171,8 @@ class BreakerRateStore:
 
     def _failed(self, exc: Exception) -> None:
         self.stats.failures += 1
+        kind = "timeout" if isinstance(exc, TimeoutError) else "error"
+        _failures.add(1, {"store": self.name, "kind": kind})
         self._consecutive += 1
         if self._state is BreakerState.HALF_OPEN or self._consecutive >= self._threshold:
             if self._state is not BreakerState.OPEN:
@@ -143,6 +192,7 @@ class BreakerRateStore:
 
     def _fallback(self, plan: Plan, now: float, why: str) -> MeterResult:
         self.stats.fallbacks += 1
+        _fallbacks.add(1, {"store": self.name, "policy": plan.on_store_failure})
         if plan.on_store_failure == "fail_closed":
             raise StoreUnavailable(f"rate store unavailable: {why}")
         return dataclasses.replace(self._local.hit_now(plan.local(), now), degraded=True)

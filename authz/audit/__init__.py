@@ -1,0 +1,1 @@
+"""The audit trail: records, queue, sinks, hash chain, verification, rollups and queries."""
