@@ -123,7 +123,7 @@ def build_app(
     rules = WatchedFile(settings.rules, load_rules, kind="rules")
     audit: AuditTrail | None = None
     if sink is None:
-        sink = audit = open_audit(settings, clock)
+        sink = audit = open_audit(settings)
     dynamic, rates, client = open_stores(
         settings.store,
         clock=clock,
@@ -158,7 +158,7 @@ def build_app(
     return App(pipeline, rules, registry, hasher, clock, rates, accounts, geo, client, audit)
 
 
-def open_audit(settings: Settings, clock: Clock) -> AuditTrail:
+def open_audit(settings: Settings) -> AuditTrail:
     """The audit trail `--audit` describes (its tasks start with `App.start_background`)."""
     sizes = {"--audit-queue": settings.audit_queue, "--audit-backlog": settings.audit_backlog}
     for flag, value in sizes.items():
@@ -173,7 +173,6 @@ def open_audit(settings: Settings, clock: Clock) -> AuditTrail:
     return AuditTrail(
         sinks,
         chain=settings.audit_chain or socket.gethostname(),
-        clock=clock,
         queue_size=settings.audit_queue,
         backlog=settings.audit_backlog,
         grace=settings.grace,

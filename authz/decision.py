@@ -42,6 +42,7 @@ class Decision:
     reason: Reason
     decision_id: str
     rules_version: str
+    time: float = 0.0  # when the check started, epoch seconds by the pipeline's clock
     detail: str = ""
     rule: str | None = None
     caller: Caller | None = None

@@ -459,6 +459,7 @@ class Pipeline:
             reason=reason,
             decision_id=state.decision_id,
             rules_version=state.rules.version,
+            time=state.now,
             detail=detail,
             rule=rule,
             caller=state.caller,

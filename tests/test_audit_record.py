@@ -51,9 +51,9 @@ def test_record_of_an_allowed_request() -> None:
         path="/v1/messages?beta=true&token=secret",
     )
     f, d = decide(request)
-    r = build_record(f, d, trace_id="", time=1_790_000_000.25)
+    r = build_record(f, d, trace_id="")
     assert r.schema == 1
-    assert r.time.ToMicroseconds() == 1_790_000_000_250_000
+    assert r.time.ToMicroseconds() == round(d.time * 1_000_000)  # the check's start
     assert (r.decision_id, r.request_id) == (d.decision_id, "req-1")
     assert (r.key_id, r.account, r.entity, r.tier) == ("k_bob_1", "bob-dev", "bob-dev", "pro")
     assert (r.kyc, r.kyc_country) == ("verified", "DE")
@@ -79,7 +79,7 @@ def test_record_of_an_allowed_request() -> None:
 def test_record_of_a_denial_names_the_key_id_never_the_key() -> None:
     """A revoked key's denial carries its id, status and reason; the key is nowhere in it."""
     f, d = decide(facts({"authorization": f"Bearer {BOB_REVOKED}"}))
-    r = build_record(f, d, trace_id="", time=0)
+    r = build_record(f, d, trace_id="")
     assert (r.action, r.status, r.reason, r.key_id) == ("deny", 403, "key_revoked", "k_bob_old")
     assert BOB_REVOKED not in to_json(r)
 
@@ -88,7 +88,7 @@ def test_signals_flags_and_matched_rules() -> None:
     """A jurisdiction flag rule is a signal and a matched rule (`jurisdiction:<id>`)."""
     # carol (unverified, declared FR) calls from a US address: the demo flags the mismatch.
     f, d = decide(facts({"x-api-key": CAROL_KEY}, source="8.8.8.8"))
-    r = build_record(f, d, trace_id="", time=0)
+    r = build_record(f, d, trace_id="")
     assert list(r.signals) == ["kyc-mismatch-unverified"]
     assert list(r.matched_rules) == ["tier:free", "jurisdiction:kyc-mismatch-unverified"]
 
@@ -114,7 +114,7 @@ def test_dry_run_records_what_would_have_been_denied() -> None:
     """In dry-run mode the record says allow (status 200) and names the real reason."""
     rules = StaticRules.of(DEMO_RULES.read_text().replace("mode: enforce", "mode: dry_run"))
     f, d = decide(facts({"x-api-key": BOB_REVOKED}), rules=rules)
-    r = build_record(f, d, trace_id="", time=0)
+    r = build_record(f, d, trace_id="")
     assert (r.action, r.status, r.reason, r.would_deny) == ("allow", 200, "ok", "key_revoked")
 
 
@@ -125,7 +125,7 @@ def test_client_address_after_trusted_hops_and_its_ipv6_network() -> None:
     xff = "2001:db8:1234:5678::1,127.0.0.1"
     request = facts({"x-api-key": BOB_KEY, "x-forwarded-for": xff}, source="127.0.0.1")
     f, d = decide(request)
-    r = build_record(f, d, trace_id="", time=0)
+    r = build_record(f, d, trace_id="")
     assert (r.client_ip, r.client_network) == ("2001:db8:1234:5678::1", "2001:db8:1234::/48")
     ip = parse_ip("10.1.2.3")
     assert ip is not None and client_network(ip) == "10.1.2.0/24"
@@ -134,14 +134,14 @@ def test_client_address_after_trusted_hops_and_its_ipv6_network() -> None:
 def test_unlocatable_source_leaves_the_address_empty() -> None:
     """A source that is not an IP (a pipe) gives an empty client_ip, not garbage to pool on."""
     f, d = decide(facts({"x-api-key": BOB_KEY}, source="pipe:/run/envoy.sock"))
-    r = build_record(f, d, trace_id="", time=0)
+    r = build_record(f, d, trace_id="")
     assert (r.reason, r.client_ip, r.client_network) == ("source_address_invalid", "", "")
 
 
 def test_canonical_json_round_trip() -> None:
     """to_json is sorted, compact proto3 JSON with snake_case names; from_json reads it back."""
-    f, d = decide(facts({"x-api-key": BOB_KEY}, body=BODY))
-    r = build_record(f, d, trace_id="0af7651916cd43dd8448eb211c80319c", time=1_790_000_000.5)
+    f, d = decide(facts({"x-api-key": BOB_KEY}, body=BODY), clock=ManualClock(1_790_000_000.5))
+    r = build_record(f, d, trace_id="0af7651916cd43dd8448eb211c80319c")
     text = to_json(r)
     fields = json.loads(text)
     assert text == json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -163,7 +163,7 @@ def test_from_json_ignores_fields_of_a_newer_schema() -> None:
 
 def test_queue_captures_the_current_trace_id() -> None:
     """Recording inside a span puts its W3C trace id into the record; outside, it is empty."""
-    trail = AuditTrail([], chain="t", clock=ManualClock(0))
+    trail = AuditTrail([], chain="t")
     trail.workers = [object()]  # type: ignore[list-item]  # any worker: the queue is on
     _, d = decide(facts({"x-api-key": BOB_KEY}))
     tracer = TracerProvider().get_tracer("test")

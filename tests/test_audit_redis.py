@@ -16,7 +16,6 @@ from authz.audit.queue import AuditTrail
 from authz.audit.sinks import JsonlSink, open_sinks
 from authz.audit.verify import ChainChecker, file_entries, stream_entries
 from authz.cli import main
-from authz.clock import ManualClock
 from authz.decision import Decision
 from authz.facts import RequestFacts
 from tests.fakes import BOB_KEY, facts, make_pipeline
@@ -43,7 +42,7 @@ def decisions(n: int) -> Records:
 def open_trail(spec: str, url: str, chain: str = "web-1", **kw: object) -> AuditTrail:
     """A trail over the sinks `--audit spec` names, with `url` as the --store."""
     sinks = open_sinks(spec, store=url, stream=STREAM, maxlen=int(kw.pop("maxlen", 1000)))  # type: ignore[call-overload]
-    return AuditTrail(sinks, chain=chain, clock=ManualClock(1_790_000_000.0), **kw)  # type: ignore[arg-type]
+    return AuditTrail(sinks, chain=chain, **kw)  # type: ignore[arg-type]
 
 
 def write(trail: AuditTrail, records: Records) -> None:
@@ -211,10 +210,10 @@ def test_file_sink_continues_its_chain_and_survives_a_torn_line(tmp_path: Path) 
     by a crash stays visible to verify, and the new records start on a line of their own."""
     path = tmp_path / "audit.jsonl"
     records = decisions(3)
-    write(AuditTrail([JsonlSink(path)], chain="c", clock=ManualClock(0)), records)
+    write(AuditTrail([JsonlSink(path)], chain="c"), records)
     with open(path, "ab") as f:
         f.write(b'{"account":"torn')
-    write(AuditTrail([JsonlSink(path)], chain="c", clock=ManualClock(0)), records)
+    write(AuditTrail([JsonlSink(path)], chain="c"), records)
     lines = path.read_text().splitlines()
     assert len(lines) == 7 and lines[3] == '{"account":"torn'
     assert [json.loads(x)["sequence"] for x in lines[4:]] == ["4", "5", "6"]

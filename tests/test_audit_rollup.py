@@ -321,6 +321,53 @@ def test_entries_trimmed_while_pending_are_acknowledged(client: redis.Redis) -> 
     assert client.xpending(STREAM, "rollup")["pending"] == 0
 
 
+def test_small_chunks_give_the_same_rollups(client: redis.Redis, redis_url: str) -> None:
+    """Applying a batch in chunks of 3 field updates (many short scripts) gives the same keys."""
+    load_known(client)
+    expected = {k: client.dump(k) for k in client.keys("*")}
+    client.flushall()
+    stats = backfill(Roller(client, clock=ManualClock(NOW), chunk_ops=3), KNOWN_RECORDS)
+    assert stats.scripts > 40
+    assert {k: client.dump(k) for k in client.keys("*")} == expected
+    assert chunk_sizes(rollup.chunked([["k", "z", 1, ["m1", 1, "m2", 2, "m3", 3]]], 2)) == [2, 1]
+
+
+def chunk_sizes(chunks: Iterator[list[list[Any]]]) -> list[int]:
+    """Field updates per chunk."""
+    return [sum(len(op[3]) // 2 for op in chunk) for chunk in chunks]
+
+
+def test_batch_taken_but_not_applied_is_finished_by_another_consumer(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer that dies after taking a batch (acknowledged, WAL written) loses nothing.
+
+    Another consumer finishes the WAL once; the entries are not re-read.
+    """
+    xadd(client, KNOWN_RECORDS)
+    doomed = consumer(client, "doomed", batch=100)
+    doomed.ensure_group()
+    entries = doomed.fetch()
+
+    def crash(self: Roller, wal: str) -> None:
+        raise SystemExit("killed between take and apply")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Roller, "finish", crash)
+        with pytest.raises(SystemExit):
+            doomed.apply(entries)
+    assert client.xpending(STREAM, "rollup")["pending"] == 0
+    assert len(client.smembers(rollup.WAL_INDEX_KEY)) == 1
+    assert requests_total(client) == 0
+    stats = consumer(client, "heir").run(drain=True)
+    assert stats.applied == 0  # nothing left to read ...
+    assert requests_total(client) == 9  # ... but the batch was finished
+    assert hash_of(client, STATS_KEY)["applied:doomed"] == "9"
+    assert client.keys("{dg:audit}:roll:wal*") == []
+    consumer(client, "late").run(drain=True)
+    assert requests_total(client) == 9
+
+
 def test_file_backfill_from_the_command_line(
     client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:

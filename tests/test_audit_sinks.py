@@ -156,9 +156,8 @@ def test_follow_a_file(tmp_path: Path) -> None:
 def test_audit_sizes_must_be_positive() -> None:
     """A queue or backlog of 0 would drop every record: refused at start-up."""
     from authz.app import open_audit
-    from authz.clock import SystemClock
     from tests.serverthread import demo_settings
 
     with pytest.raises(ConfigError) as exc:
-        open_audit(demo_settings(audit_queue=0), SystemClock())
+        open_audit(demo_settings(audit_queue=0))
     assert str(exc.value) == "--audit-queue: must be at least 1 (got 0)"

@@ -37,7 +37,6 @@ from authz.audit.record import build_record, to_dict
 from authz.audit.sinks import AuditSink
 from authz.decision import Decision
 from authz.facts import RequestFacts
-from authz.protocols import Clock
 
 log = logging.getLogger("distill_guard.audit")
 
@@ -92,7 +91,6 @@ class _Pending:
     facts: RequestFacts
     decision: Decision
     trace_id: str
-    time: float
 
 
 class _DropLog:
@@ -289,7 +287,6 @@ class AuditTrail:
         sinks: Sequence[AuditSink],
         *,
         chain: str,
-        clock: Clock,
         queue_size: int = 10_000,
         backlog: int = 100_000,
         grace: float = 5.0,
@@ -300,7 +297,6 @@ class AuditTrail:
         self.workers = [
             SinkWorker(s, chain=chain, backlog=backlog, batch=self._batch) for s in sinks
         ]
-        self._clock = clock
         self._queue: deque[_Pending] = deque()
         self._size = queue_size
         self._grace = grace
@@ -331,7 +327,7 @@ class AuditTrail:
                 return
             context = trace.get_current_span().get_span_context()
             trace_id = format(context.trace_id, "032x") if context.is_valid else ""
-            self._queue.append(_Pending(facts, decision, trace_id, self._clock.now()))
+            self._queue.append(_Pending(facts, decision, trace_id))
             self._ready.set()
         except Exception:
             log.exception("audit record not queued", extra={"decision_id": decision.decision_id})
@@ -366,7 +362,7 @@ class AuditTrail:
     @staticmethod
     def _build(p: _Pending) -> dict[str, Any] | None:
         try:
-            return to_dict(build_record(p.facts, p.decision, trace_id=p.trace_id, time=p.time))
+            return to_dict(build_record(p.facts, p.decision, trace_id=p.trace_id))
         except Exception:
             # A bug, not a fault of the sinks: count it as a loss and keep draining.
             _dropped.add(1, {"reason": "build_error"})

@@ -29,10 +29,8 @@ _BUILTIN_SIGNALS = frozenset({"xff_invalid", "meter_degraded"})
 _VOLUME_SIGNALS = frozenset({"volume_spike_account", "volume_spike_entity"})
 
 
-def build_record(
-    facts: RequestFacts, decision: Decision, *, trace_id: str, time: float
-) -> AuditRecord:
-    """The unchained record of one decision (no key, only its id); `time` in epoch seconds."""
+def build_record(facts: RequestFacts, decision: Decision, *, trace_id: str) -> AuditRecord:
+    """The unchained record of one decision (no key, only its id), timed at the check's start."""
     caller = decision.caller
     account = caller.account if caller is not None else None
     loc = decision.location
@@ -70,7 +68,7 @@ def build_record(
         rules_version=decision.rules_version,
         counters=[Counter(name=n, limit=lim, remaining=rem) for n, lim, rem in decision.counters],
     )
-    record.time.FromMicroseconds(round(time * 1_000_000))
+    record.time.FromMicroseconds(round(decision.time * 1_000_000))
     return record
 
 

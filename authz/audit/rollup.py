@@ -53,6 +53,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ PREFIX = "{dg:audit}:roll"
 ACCOUNT_PREFIX = "{dg:audit}:acct"
 ASN_ORG_KEY = f"{PREFIX}:asn-org"
 STATS_KEY = f"{PREFIX}:stats"
+WAL_PREFIX = f"{PREFIX}:wal"
+WAL_INDEX_KEY = f"{PREFIX}:wal-index"
 RECORD_FIELD = b"record"
 DIMENSIONS = ("account", "entity", "country", "asn")
 META_FIELDS = ("@entity", "@tier", "@kyc", "@kyc_country")
@@ -296,12 +299,15 @@ def _key(family: str, granularity: str, bucket: str, name: str) -> str:
     return f"{PREFIX}:{granularity}:{bucket}:{name}"
 
 
-# KEYS[1] stream; ARGV: group, consumer, entry ids (JSON, ascending), operations (JSON).
-# With ids: every id must still be pending for this consumer, else the ids that
-# are not are returned and nothing is done (the caller drops them and retries).
-# One XPENDING over the batch's id range answers for all of them unless the
-# consumer holds more entries in that range than the batch (then one per id).
-APPLY_LUA = """
+# Taking a batch. KEYS: stream, WAL index, this batch's WAL list. ARGV: group,
+# consumer, entry ids (JSON, ascending), then the batch's operations in chunks (JSON).
+# With ids, every id must still be pending for this consumer, else the ids that are
+# not are returned and nothing is done (the caller drops them and retries). One
+# XPENDING over the batch's id range answers for all of them unless the consumer
+# holds more entries in that range than the batch (then one XPENDING per id).
+# Otherwise, atomically: the chunks go into the WAL list, the list into the index,
+# and the entries are acknowledged.
+TAKE_LUA = """
 local ids = cjson.decode(ARGV[3])
 if #ids > 0 then
   local mine = {}
@@ -319,19 +325,62 @@ if #ids > 0 then
     redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, i, math.min(i + 999, #ids)))
   end
 end
-for _, op in ipairs(cjson.decode(ARGV[4])) do
-  local key, kind, at, args = op[1], op[2], op[3], op[4]
-  if kind == 'h' then
-    for i = 1, #args, 2 do redis.call('HINCRBY', key, args[i], args[i + 1]) end
-  elseif kind == 'z' then
-    for i = 1, #args, 2 do redis.call('ZINCRBY', key, args[i + 1], args[i]) end
-  else
-    redis.call('HSET', key, unpack(args))
+if #ARGV > 3 then
+  for i = 4, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[3], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
-  if at > 0 then redis.call('EXPIREAT', key, at) end
+  redis.call('SADD', KEYS[2], KEYS[3])
 end
 return {}
 """
+
+# Applying one chunk of a WAL list. KEYS: the list, the WAL index. Pops a chunk and
+# applies its operations `[key, kind, expire_at, [field, amount, ...]]` (kinds: h
+# HINCRBY, z ZINCRBY member amount, s HSET) atomically; returns the chunks left.
+APPLY_CHUNK_LUA = """
+local chunk = redis.call('LPOP', KEYS[1])
+if chunk then
+  for _, op in ipairs(cjson.decode(chunk)) do
+    local key, kind, at, args = op[1], op[2], op[3], op[4]
+    if kind == 'h' then
+      for i = 1, #args, 2 do redis.call('HINCRBY', key, args[i], args[i + 1]) end
+    elseif kind == 'z' then
+      for i = 1, #args, 2 do redis.call('ZINCRBY', key, args[i + 1], args[i]) end
+    else
+      redis.call('HSET', key, unpack(args))
+    end
+    if at > 0 then redis.call('EXPIREAT', key, at) end
+  end
+end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
+return left
+"""
+
+
+def chunked(ops: list[list[Any]], size: int) -> Iterator[list[list[Any]]]:
+    """Operations in chunks of about `size` field updates (a big key is split across chunks)."""
+    chunk: list[list[Any]] = []
+    room = size
+    for key, kind, at, args in ops:
+        if kind == "s":  # one HSET
+            chunk.append([key, kind, at, args])
+            room -= 1
+        else:
+            start = 0
+            while start < len(args):
+                take = max(1, min(room, (len(args) - start) // 2)) * 2
+                chunk.append([key, kind, at, args[start : start + take]])
+                start += take
+                room -= take // 2
+                if room <= 0:
+                    yield chunk
+                    chunk, room = [], size
+        if room <= 0:
+            yield chunk
+            chunk, room = [], size
+    if chunk:
+        yield chunk
 
 
 @dataclass(slots=True)
@@ -344,8 +393,21 @@ class RollupStats:
     expired: int = 0  # records older than every retention (skipped)
     batches: int = 0
     seconds: float = 0.0
-    script_seconds: float = 0.0  # time in batch scripts (Redis busy, plus round trips)
+    scripts: int = 0  # take and chunk scripts run
+    script_seconds: float = 0.0  # time in them (Redis busy, plus round trips)
     longest_script: float = 0.0  # the longest of them
+
+    def note_script(self, seconds: float) -> None:
+        """Count one script call that took `seconds`."""
+        self.scripts += 1
+        self.script_seconds += seconds
+        self.longest_script = max(self.longest_script, seconds)
+
+    def add_scripts(self, other: RollupStats) -> None:
+        """Count another's script calls."""
+        self.scripts += other.scripts
+        self.script_seconds += other.script_seconds
+        self.longest_script = max(self.longest_script, other.longest_script)
 
     def add(self, other: RollupStats) -> None:
         """Accumulate another batch's figures."""
@@ -354,8 +416,7 @@ class RollupStats:
         self.deleted += other.deleted
         self.expired += other.expired
         self.batches += other.batches
-        self.script_seconds += other.script_seconds
-        self.longest_script = max(self.longest_script, other.longest_script)
+        self.add_scripts(other)
 
     def rate(self) -> float:
         """Records (applied or not) handled per second."""
@@ -365,7 +426,15 @@ class RollupStats:
 
 @dataclass
 class Roller:
-    """Applies batches of records to the rollups through the one Lua script."""
+    """Applies batches of records to the rollups, exactly once per stream entry.
+
+    A batch is first *taken*: one short script checks its entries are still
+    pending for this consumer, writes the batch's increments to a write-ahead
+    list (the WAL) and acknowledges the entries, atomically. The WAL is then
+    applied chunk by chunk, each chunk popped and applied by one script, so no
+    script holds Redis for long however big the batch. A WAL left behind by a
+    crash is finished by `recover` (any consumer, at start and with each claim).
+    """
 
     client: Client
     clock: Clock = field(default_factory=SystemClock)
@@ -373,9 +442,11 @@ class Roller:
     stream: str = STREAM
     group: str = ""
     consumer: str = ""
+    chunk_ops: int = 500  # field updates per chunk script
 
     def __post_init__(self) -> None:
-        self._script = self.client.register_script(APPLY_LUA)
+        self._take = self.client.register_script(TAKE_LUA)
+        self._apply_chunk = self.client.register_script(APPLY_CHUNK_LUA)
 
     def apply(
         self,
@@ -425,16 +496,38 @@ class Roller:
             ids = sorted([entry_id for entry_id, _ in items if entry_id] + gone_ids, key=_id_order)
             if not ops and not ids:
                 return stats
-            encoded = [self.group, self.consumer, json.dumps(ids), json.dumps(ops)]
+            wal = f"{WAL_PREFIX}:{uuid.uuid4().hex}"
+            chunks = [json.dumps(c) for c in chunked(ops, self.chunk_ops)]
+            args = [self.group, self.consumer, json.dumps(ids), *chunks]
             started = time.perf_counter()
-            missing = self._script(keys=[self.stream], args=encoded)
-            stats.script_seconds = stats.longest_script = time.perf_counter() - started
+            missing = self._take(keys=[self.stream, WAL_INDEX_KEY, wal], args=args)
+            stats.note_script(time.perf_counter() - started)
             if not missing:
+                if chunks:
+                    stats.add_scripts(self.finish(wal))
                 return stats
             gone = {m.decode() if isinstance(m, bytes) else str(m) for m in missing}
             log.info("%d entries were claimed by another consumer; applying the rest", len(gone))
             items = [item for item in items if item[0] not in gone]
             gone_ids = [i for i in gone_ids if i not in gone]
+
+    def finish(self, wal: str) -> RollupStats:
+        """Apply what is left of one WAL list, a chunk per script."""
+        stats = RollupStats()
+        while True:
+            started = time.perf_counter()
+            left = self._apply_chunk(keys=[wal, WAL_INDEX_KEY])
+            stats.note_script(time.perf_counter() - started)
+            if not left:
+                return stats
+
+    def recover(self) -> RollupStats:
+        """Finish every WAL a crashed consumer left (each chunk still applies exactly once)."""
+        stats = RollupStats()
+        wals: Any = self.client.smembers(WAL_INDEX_KEY)
+        for wal in wals:
+            stats.add_scripts(self.finish(wal.decode() if isinstance(wal, bytes) else wal))
+        return stats
 
 
 def _id_order(entry_id: str) -> tuple[int, int]:
@@ -487,6 +580,7 @@ class RollupConsumer:
         self._claim_cursor = "0-0"
         self._backlog = True  # first re-read our own pending entries (id 0)
         self._trimmed = 0
+        self._recovered = RollupStats()  # scripts run finishing others' WALs
         self.roller = Roller(
             client,
             clock=clock or SystemClock(),
@@ -541,9 +635,13 @@ class RollupConsumer:
         return entries
 
     def fetch(self, block: float | None = None) -> list[Entry]:
-        """The next batch of entries to apply (see the class docstring)."""
+        """The next batch of entries to apply (see the class docstring).
+
+        When a claim is due, first finishes any WAL a crashed consumer left.
+        """
         now = self._monotonic()
         if now >= self._next_claim:
+            self._recovered.add_scripts(self.roller.recover())
             entries = self.claim()
             if entries:
                 return entries
@@ -566,11 +664,10 @@ class RollupConsumer:
     def step(self, block: float | None = None) -> tuple[int, RollupStats]:
         """Fetch and apply one batch; returns how many entries were fetched and the figures."""
         entries = self.fetch(block)
-        if not entries and self._trimmed:
-            return 0, self.apply([])
-        if not entries:
-            return 0, RollupStats()
-        return len(entries), self.apply(entries)
+        stats = self.apply(entries) if entries or self._trimmed else RollupStats()
+        stats.add_scripts(self._recovered)
+        self._recovered = RollupStats()
+        return len(entries), stats
 
     def run(
         self, *, stop: threading.Event | None = None, drain: bool = False, block: float = 2.0
@@ -593,6 +690,7 @@ class RollupConsumer:
             backoff = 0.1
             total.add(stats)
             if drain and fetched == 0:
+                total.add_scripts(self.roller.recover())
                 break
         total.seconds = time.monotonic() - started
         return total
@@ -688,8 +786,8 @@ def _rollup(ns: argparse.Namespace) -> int:
     print(
         f"rolled up {stats.applied} records ({stats.invalid} invalid, {stats.deleted} deleted, "
         f"{stats.expired} past retention) in {stats.seconds:.1f}s: {stats.rate():,.0f} records/s; "
-        f"batch scripts {stats.script_seconds * 1000 / max(stats.batches, 1):.0f} ms on average, "
-        f"{stats.longest_script * 1000:.0f} ms at most",
+        f"{stats.scripts} scripts, {stats.script_seconds * 1000 / max(stats.scripts, 1):.1f} ms "
+        f"on average, {stats.longest_script * 1000:.1f} ms at most",
         file=sys.stderr,
     )
     return 0
