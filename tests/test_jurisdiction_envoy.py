@@ -120,3 +120,30 @@ def test_rules_rewritten_under_load(stacks: Stacks, tmp_path: Path) -> None:
     assert set(outcomes) <= {"ok", "kyc_country_denied"}
     assert stack.guard.server is not None
     assert stack.guard.server.app.rules.failures == 1
+
+
+def test_access_log_and_audit_record_share_the_decision_id(stacks: Stacks, tmp_path: Path) -> None:
+    """One request through Envoy: its access log line and its audit record name one decision."""
+    audit = tmp_path / "audit.jsonl"
+    stack = stacks.start(audit=f"jsonl:{audit}")
+    res = stack.post({"authorization": f"Bearer {BOB}", "x-forwarded-for": IRAN})
+    decision_id = json.loads(res.body)["decision_id"]
+    deadline = time.monotonic() + 10
+    records: list[dict[str, object]] = []
+    logged: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not (records and logged):
+        time.sleep(0.05)
+        text = audit.read_text() if audit.exists() else ""
+        records = [json.loads(x) for x in text.splitlines() if decision_id in x]
+        log = stack.access_log.read_text() if stack.access_log.exists() else ""
+        logged = [json.loads(x) for x in log.splitlines() if decision_id in x]
+    assert records and logged, "the decision is missing from the audit file or the access log"
+    (record,), (line,) = records, logged
+    assert record["decision_id"] == line["decision_id"] == decision_id
+    assert record["request_id"] == line["request_id"]
+    assert (record["reason"], record["rule"]) == ("country_denied", "jurisdiction:embargoed-ip")
+    assert (record["country"], record["client_ip"], record["client_network"]) == (
+        "IR",
+        IRAN,
+        "2.176.1.0/24",
+    )
