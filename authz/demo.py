@@ -37,6 +37,7 @@ from authz.procs import (
 )
 
 PATH = "/v1/messages"
+AUDIT_FILE = "audit.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +220,8 @@ def start(ports: DemoPorts, logdir: Path, children: list[Child]) -> None:
         "mock-upstream", authz_command("mock-upstream", f"127.0.0.1:{ports.upstream}"), logdir
     )
     children.append(upstream)
-    guard = Child.spawn("distill-guard", guard_command(f"127.0.0.1:{ports.guard}"), logdir)
+    audit = ("--audit", f"jsonl:{logdir / AUDIT_FILE}")
+    guard = Child.spawn("distill-guard", guard_command(f"127.0.0.1:{ports.guard}", *audit), logdir)
     children.append(guard)
     conf = envoyconf.render(
         envoyconf.Ports(
@@ -249,6 +251,19 @@ def run_examples(ports: DemoPorts) -> bool:
         ok = show(n, url, ex, result) and ok
     explain_example(6, EXAMPLES[5])
     return ok
+
+
+def show_audit(path: Path) -> None:
+    """Tail and verify the demo's audit trail with the real commands."""
+    time.sleep(0.5)  # the audit queue writes off the request path
+    for args in (["audit", "tail", "--file", str(path), "-n", "3"],
+                 ["audit", "verify", "--file", str(path)]):  # fmt: skip
+        print("\n   $ distill-guard " + " ".join(shlex.quote(a) for a in args))
+        out = subprocess.run(
+            [sys.executable, "-m", "authz", *args], capture_output=True, text=True, check=False
+        )
+        text = (out.stdout + out.stderr).rstrip()
+        print("\n".join("   " + line for line in text.splitlines()))
 
 
 def explain_example(n: int, ex: Example) -> None:
@@ -294,9 +309,11 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"  Envoy           http://127.0.0.1:{ports.envoy}  (admin 127.0.0.1:{ports.admin})")
         print(f"  distill-guard   127.0.0.1:{ports.guard}  (rules and accounts: {DEMO_DIR})")
         print(f"  mock model API  http://127.0.0.1:{ports.upstream}")
-        print(f"  logs            {logdir}", flush=True)
+        print(f"  logs            {logdir}")
+        print(f"  audit trail     {logdir / AUDIT_FILE}", flush=True)
         start(ports, logdir, children)
         ok = run_examples(ports)
+        show_audit(logdir / AUDIT_FILE)
         if not ok:
             print(f"\nsome examples did not answer as expected; logs in {logdir}")
         if ns.once:
