@@ -222,10 +222,12 @@ def test_invalid_entries_are_acknowledged_and_counted(client: redis.Redis) -> No
     xadd(client, KNOWN_RECORDS[:2])
     client.xadd(STREAM, {"record": "not json"})
     client.xadd(STREAM, {"record": json.dumps({"account": "a9"})})
+    for wrong in ({"country": 5}, {"signals": [1]}, {"estimated_tokens": "many"}, {"time": 3}):
+        xadd(client, [{**KNOWN_RECORDS[0], **wrong}])
     stats = consumer(client, "c1").run(drain=True)
-    assert (stats.applied, stats.invalid) == (2, 2)
+    assert (stats.applied, stats.invalid) == (2, 6)
     assert client.xpending(STREAM, "rollup")["pending"] == 0
-    assert hash_of(client, STATS_KEY) == {"applied": "2", "invalid": "2", "applied:c1": "2"}
+    assert hash_of(client, STATS_KEY) == {"applied": "2", "invalid": "6", "applied:c1": "2"}
 
 
 # --- the consumer group -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,16 @@ def rules_with(tmp_path: Path, client_ip: str) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(text[:start] + client_ip + "\n" + text[end:])
     return path
+
+
+def publish(path: Path, text: str) -> None:
+    """Replace a file atomically, as a ConfigMap update or an editor's save-and-rename does.
+
+    A plain rewrite can be seen half-written by the reloader and count as a failure.
+    """
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def reason(stack: Stack, xff: str | None) -> str:
@@ -84,7 +95,7 @@ def test_rules_rewritten_under_load(stacks: Stacks, tmp_path: Path) -> None:
         "entity: {requests: {1m: 300, 1d: 50000}}", "entity: {requests: {1m: 100000}}"
     )
     text = text.replace("1d: 5000}, tokens", "1d: 1000000}, tokens")
-    path.write_text(text)
+    publish(path, text)
     stack = stacks.start(rules=path, reload_interval=0.1)
     outcomes: Counter[str] = Counter()
     stop = threading.Event()
@@ -98,14 +109,14 @@ def test_rules_rewritten_under_load(stacks: Stacks, tmp_path: Path) -> None:
         w.start()
     try:
         for i in range(6):  # valid edits, and one broken edit, while traffic flows
-            path.write_text(text.replace("version: demo-1", f"version: demo-1-r{i}"))
+            publish(path, text.replace("version: demo-1", f"version: demo-1-r{i}"))
             time.sleep(0.15)
-        path.write_text("tiers: {pro: {colour: red}}\n")
+        publish(path, "tiers: {pro: {colour: red}}\n")
         time.sleep(0.3)
         # Now put Germany in the embargoed group: Bob (a German account) is refused by
         # the first rule, on his KYC country, within the bound.
         denied_de = text.replace("embargoed: [CU, IR, KP, SY]", "embargoed: [CU, IR, KP, SY, DE]")
-        path.write_text(denied_de)
+        publish(path, denied_de)
         changed_at = time.monotonic()
         while (now := reason(stack, GERMANY)) == "ok":
             assert time.monotonic() - changed_at < 2.0, "new rules not applied within 2 s"

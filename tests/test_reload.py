@@ -154,7 +154,7 @@ def test_bad_reload_keeps_health_serving(tmp_path: Path) -> None:
         deadline = time.monotonic() + 5
         while running.app.rules.failures == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert running.app.rules.failures == 1
+        assert running.app.rules.failures >= 1  # a reader may also catch the half-written file
         with grpc.insecure_channel(running.target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

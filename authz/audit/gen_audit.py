@@ -619,6 +619,7 @@ def _bench_run(
         if child.proc.wait() != 0:
             raise RuntimeError(f"{child.name} failed:\n{child.tail()}")
     rollup_s = time.perf_counter() - started
+    summaries = [child.tail(1) for child in consumers]
     raw_stats: dict[bytes, bytes] = client.hgetall(STATS_KEY)  # type: ignore[assignment]
     stats = {k.decode(): int(v) for k, v in raw_stats.items()}
     pending = client.xpending(STREAM, "rollup")["pending"]
@@ -639,6 +640,7 @@ def _bench_run(
         "rolled_up": stats.get("applied", 0),
         "per_consumer": {k[8:]: v for k, v in stats.items() if k.startswith("applied:")},
         "pending_after": pending,
+        "consumer_logs": summaries,
         "rollup_keys": client_dbsize(url),
         "rollup_mb": int(info["used_memory"]) / 1e6,
         "queries": [asdict(q) for q in queries],
@@ -662,6 +664,7 @@ def _format_bench(r: dict[str, Any]) -> str:
         f"{r['batch']}: {r['rollup_per_s']:,.0f} records/s",
         f"                 applied {r['rolled_up']:,}; per consumer {r['per_consumer']}; "
         f"pending after: {r['pending_after']}",
+        *(f"                 {line}" for line in r["consumer_logs"]),
         f"rollups          {r['rollup_keys']:,} keys, {r['rollup_mb']:,.1f} MB (stream deleted)",
         "",
     ]
@@ -692,7 +695,7 @@ def add_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--days", type=float, default=7.0, help="span of the records (default: 7)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--consumers", type=int, default=1, help="rollup consumers (default: 1)")
-    p.add_argument("--batch", type=int, default=1000, help="entries per batch (default: 1000)")
+    p.add_argument("--batch", type=int, default=2000, help="entries per batch (default: 2000)")
     p.add_argument("--runs", type=int, default=3, help="runs of each query (default: 3)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_bench)

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import redis
+
 from authz.audit.rollup import (
     ASN_ORG_KEY,
     BUCKET_SECONDS,
@@ -48,7 +50,7 @@ HOUR_WINDOW_LIMIT = 72 * 3600  # windows up to this long are read from hourly bu
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 TMP_PREFIX = "{dg:audit}:tmp"  # same slot as the rollups (Cluster)
-_PLURAL = {"account": "accounts", "entity": "entities", "country": "countries", "asn": "ASNs"}
+_PLURAL = {"entity": "entities", "country": "countries", "asn": "ASNs"}
 _BREAKDOWNS = ("countries", "networks", "asns", "reasons", "signals", "would_deny")
 
 
@@ -424,7 +426,9 @@ def _activity(start: str, raw: Mapping[bytes, bytes]) -> tuple[Activity, dict[st
                 act.signaled = n
         else:
             prefix, _, name = key.partition(":")
-            getattr(act, _COUNTER_FIELDS[prefix + ":"])[name] = int(value)
+            breakdown = _COUNTER_FIELDS.get(prefix + ":")
+            if breakdown:  # fields a later version may add are skipped
+                getattr(act, breakdown)[name] = int(value)
     act.allowed = act.requests - act.denied
     return act, meta
 
@@ -506,6 +510,12 @@ def _is_number(text: str) -> bool:
     return bool(re.fullmatch(r"[\d,.]+%?", text))
 
 
+def _count(n: int, noun: str) -> str:
+    if n == 1:
+        return f"1 {'ASN' if noun == 'asn' else noun}"
+    return f"{n:,} {_PLURAL.get(noun, noun + 's')}"
+
+
 def _share(value: float) -> str:
     return f"{value * 100:.1f}%"
 
@@ -538,7 +548,7 @@ def format_usage(result: Usage) -> str:
         for r in result.rows
     ]
     t = result.totals
-    label = f"total ({result.keys:,} {_PLURAL[result.by]})"
+    label = f"total ({_count(result.keys, result.by)})"
     footer = [label, *([""] if asn else []), t.requests, t.allowed, t.denied, t.tokens, "100.0%"]
     lines = [f"usage by {result.by}, {result.window.describe()}", ""]
     lines.append(table(headers, rows, footer if result.keys else ()))
@@ -561,7 +571,7 @@ def format_who(result: Who) -> str:
         for r in result.accounts
     ]
     footer = [
-        f"total ({result.total_accounts:,} accounts)", "", t.requests, t.allowed, t.denied,
+        f"total ({_count(result.total_accounts, 'account')})", "", t.requests, t.allowed, t.denied,
         t.tokens, result.signaled,
     ]  # fmt: skip
     lines.append(table(headers, rows, footer))
@@ -605,12 +615,12 @@ def format_timeline(result: Timeline) -> str:
         for b in result.buckets
     ]
     t = result.totals
-    footer = ["total", t.requests, t.denied, t.tokens, f"{len(t.countries)} countries"]
+    footer = ["total", t.requests, t.denied, t.tokens, _count(len(t.countries), "country")]
     footer += [len(t.networks), "", f"{t.signaled:,} signaled"]
     lines += [table(headers, rows, footer), ""]
     summary = [
         ("countries", _top(t.countries, 10, " · ")),
-        ("networks", _top(t.networks, 5, " · ") + f" ({len(t.networks):,} networks)"),
+        ("networks", _top(t.networks, 5, " · ") + f" ({_count(len(t.networks), 'network')})"),
         ("ASNs", _top(_named(t.asns, result.as_orgs), 5, " · ")),
         ("decisions", _top(t.reasons, 10, " · ")),
         ("signals", _top(t.signals, 10, " · ") or "none"),
@@ -682,8 +692,12 @@ def _run(
     except ValueError as exc:
         print(f"distill-guard audit {ns.audit_command}: {exc}", file=sys.stderr)
         return 2
-    with client:
-        data, text = query(client, window)
+    try:
+        with client:
+            data, text = query(client, window)
+    except redis.RedisError as exc:
+        print(f"distill-guard audit {ns.audit_command}: Redis: {exc}", file=sys.stderr)
+        return 1
     if ns.json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:

@@ -97,9 +97,8 @@ Client = redis.Redis | RedisCluster
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 CounterKey = tuple[str, str, str]  # family, hour bucket, name (see `_key`)
-# hour, account, entity, country, asn, network, reason, denied, signals, would_deny,
-# tier, kyc, kyc_country
-Shape = tuple[str, str, str, str, str, str, str, bool, tuple[str, ...], str, str, str, str]
+# hour, account, entity, country, asn, network, reason, denied, signals, would_deny
+Shape = tuple[str, str, str, str, str, str, str, bool, tuple[str, ...], str]
 
 
 def bucket_name(granularity: str, when: float) -> str:
@@ -164,11 +163,12 @@ class RollupBatch:
     the same shape, common in real traffic, are expanded into counters once, in `ops`.
     """
 
-    __slots__ = ("_orgs", "_shapes", "_tokens", "invalid")
+    __slots__ = ("_meta", "_orgs", "_shapes", "_tokens", "invalid")
 
     def __init__(self) -> None:
         self._shapes: dict[Shape, int] = {}
         self._tokens: dict[Shape, int] = {}
+        self._meta: dict[tuple[str, str], tuple[str, ...]] = {}
         self._orgs: dict[str, str] = {}
         self.invalid = 0
 
@@ -176,7 +176,7 @@ class RollupBatch:
         """Count one record (a dict in the canonical JSON shape); raises on a malformed one."""
         get = rec.get
         asn = str(int(get("asn") or 0))
-        signals = get("signals")
+        signals = tuple(get("signals") or ())
         shape = (
             hour_bucket(rec["time"]),
             get("account") or NONE,
@@ -186,28 +186,28 @@ class RollupBatch:
             get("client_network") or NONE,
             get("reason") or NONE,
             get("action") == "deny",
-            tuple(signals) if signals else (),
+            signals,
             get("would_deny") or "",
-            get("tier") or NONE,
-            get("kyc") or NONE,
-            get("kyc_country") or NONE,
         )
+        meta = (shape[2], get("tier") or NONE, get("kyc") or NONE, get("kyc_country") or NONE)
+        if not all(isinstance(v, str) for v in (*shape[1:7], *signals, shape[9], *meta)):
+            raise TypeError("a text field of the record is not a string")
         shapes = self._shapes
         shapes[shape] = shapes.get(shape, 0) + 1
         tokens = int(get("estimated_tokens") or 0)
         if tokens:
             self._tokens[shape] = self._tokens.get(shape, 0) + tokens
+        self._meta[(shape[1], shape[0])] = meta  # the latest record's
         org = get("as_org")
         if org and asn != "0":
-            self._orgs[asn] = org
+            self._orgs[asn] = str(org)
 
-    def _hourly(self) -> tuple[dict[CounterKey, dict[str, int]], dict[tuple[str, str], list[str]]]:
-        """Counters per (family, hour, name), and the latest account facts per (account, hour)."""
+    def _hourly(self) -> dict[CounterKey, dict[str, int]]:
+        """Counters per (family, hour, name)."""
         maps: defaultdict[CounterKey, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-        meta: dict[tuple[str, str], list[str]] = {}
         tokens_of = self._tokens.get
         for shape, n in self._shapes.items():
-            hb, account, entity, country, asn, net, reason, denied, signals, wd = shape[:10]
+            hb, account, entity, country, asn, net, reason, denied, signals, wd = shape
             tok = tokens_of(shape, 0)
             pair = f"{account}|{entity}"
             total = maps[(_TOTAL, hb, "")]
@@ -242,10 +242,7 @@ class RollupBatch:
                     acct["sig:" + name] += n
             if wd:
                 acct["wd:" + wd] += n
-            meta[(account, hb)] = [
-                x for item in zip(META_FIELDS, (entity, *shape[10:]), strict=True) for x in item
-            ]
-        return maps, meta  # type: ignore[return-value]
+        return maps  # type: ignore[return-value]
 
     def ops(self, retention: Retention, now: float) -> tuple[list[list[Any]], int]:
         """The batch as script operations `[key, kind, expire_at, [field, amount, ...]]`.
@@ -253,7 +250,7 @@ class RollupBatch:
         Kinds: `h` HINCRBY, `z` ZINCRBY (member, amount), `s` HSET. Also returns how
         many records were skipped because every bucket they fall in has expired.
         """
-        maps, meta = self._hourly()
+        maps = self._hourly()
         expiry: dict[str, tuple[int, str, int]] = {}
         for hb in {hb for _, hb, _ in maps}:
             day = hb[:8]
@@ -280,7 +277,8 @@ class RollupBatch:
             [key, kind, at, [x for item in fields.items() for x in item]]
             for key, (kind, at, fields) in grouped.items()
         ]
-        for (account, hb), fields_set in meta.items():
+        for (account, hb), meta in self._meta.items():
+            fields_set = [x for item in zip(META_FIELDS, meta, strict=True) for x in item]
             hour_at, day, day_at = expiry[hb]
             for granularity, bucket, at in ((HOUR, hb, hour_at), (DAY, day, day_at)):
                 if at > now:
@@ -563,7 +561,8 @@ class RollupConsumer:
         clock: Clock | None = None,
         retention: Retention | None = None,
         stream: str = STREAM,
-        batch: int = 1000,
+        batch: int = 2000,
+        chunk_ops: int = 500,
         claim_idle: float = 60.0,
         claim_every: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -588,6 +587,7 @@ class RollupConsumer:
             stream=stream,
             group=group,
             consumer=self.consumer,
+            chunk_ops=chunk_ops,
         )
 
     def ensure_group(self) -> None:
@@ -676,12 +676,17 @@ class RollupConsumer:
         stop = stop or threading.Event()
         total = RollupStats()
         started = time.monotonic()
-        self.ensure_group()
         backoff = 0.1
+        grouped = False
         while not stop.is_set():
             try:
+                if not grouped:
+                    self.ensure_group()
+                    grouped = True
                 fetched, stats = self.step(None if drain else block)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if drain and backoff >= 5.0:
+                    raise  # a one-off drain gives up after ~10 s of failures; a service waits
                 log.warning("audit rollup: redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 self._backlog = True  # what we read but did not apply is still pending for us
                 stop.wait(backoff)
@@ -765,24 +770,11 @@ def _rollup(ns: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"distill-guard audit rollup: {exc}", file=sys.stderr)
         return 2
-    with client:
-        if ns.file:
-            roller = Roller(client, retention=retention)
-            stats = backfill(roller, read_lines(Path(ns.file)), batch=ns.batch)
-        else:
-            consumer = RollupConsumer(
-                client,
-                group=ns.group,
-                consumer=ns.consumer,
-                retention=retention,
-                batch=ns.batch,
-                claim_idle=ns.claim_idle,
-                claim_every=max(1.0, ns.claim_idle / 2),
-            )
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-            stats = consumer.run(stop=stop, drain=ns.drain, block=ns.block)
+    try:
+        stats = _roll(ns, client, retention)
+    except (redis.RedisError, OSError) as exc:
+        print(f"distill-guard audit rollup: {exc}", file=sys.stderr)
+        return 1
     print(
         f"rolled up {stats.applied} records ({stats.invalid} invalid, {stats.deleted} deleted, "
         f"{stats.expired} past retention) in {stats.seconds:.1f}s: {stats.rate():,.0f} records/s; "
@@ -791,6 +783,35 @@ def _rollup(ns: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _roll(ns: argparse.Namespace, client: Client, retention: Retention) -> RollupStats:
+    with client:
+        if ns.file:
+            roller = Roller(client, retention=retention, chunk_ops=ns.chunk)
+            stats = backfill(roller, read_lines(Path(ns.file)), batch=ns.batch)
+        else:
+            consumer = RollupConsumer(
+                client,
+                group=ns.group,
+                consumer=ns.consumer,
+                retention=retention,
+                batch=ns.batch,
+                chunk_ops=ns.chunk,
+                claim_idle=ns.claim_idle,
+                claim_every=max(1.0, ns.claim_idle / 2),
+            )
+            stop = threading.Event()
+            previous = {
+                sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            try:
+                stats = consumer.run(stop=stop, drain=ns.drain, block=ns.block)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+    return stats
 
 
 def add_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -806,7 +827,13 @@ def add_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--file", metavar="FILE", help="backfill from a JSON-lines file and exit")
     p.add_argument("--group", default="rollup", help="consumer group (default: rollup)")
     p.add_argument("--consumer", help="consumer name (default: HOSTNAME-PID)")
-    p.add_argument("--batch", type=int, default=1000, help="entries per batch (default: 1000)")
+    p.add_argument("--batch", type=int, default=2000, help="entries per batch (default: 2000)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=500,
+        help="field updates per script, which bounds how long one holds Redis (default: 500)",
+    )
     p.add_argument("--block", type=float, default=2.0, help="seconds one read waits (default: 2)")
     p.add_argument(
         "--claim-idle",
