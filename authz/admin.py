@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -150,13 +150,21 @@ def key_admin_for(app: App) -> KeyAdmin:
     )
 
 
-async def start_admin_server(listen: str, token: str, app: App) -> tuple[grpc.aio.Server, int]:
-    """Serve the Admin API on `listen` to callers presenting `token`; the server and its port."""
+async def start_admin_server(
+    listen: str, token: str, app: App, *, credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Serve the Admin API on `listen` to callers presenting `token`; the server and its port.
+
+    With `credentials` the port speaks TLS (the server's certificate); plaintext otherwise.
+    """
     if not token:
         raise ValueError("the Admin API needs a non-empty token")
     server = grpc.aio.server(interceptors=[_BearerToken(token)], options=[("grpc.so_reuseport", 0)])
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(key_admin_for(app)), server)
-    port = server.add_insecure_port(listen)
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
@@ -173,9 +181,20 @@ class AdminCallError(Exception):
 class AdminClient:
     """The Admin API from the caller's side, with KeyAdmin's methods and values."""
 
-    def __init__(self, target: str, token: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._target = target
-        self._channel = grpc.aio.insecure_channel(target)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = admin_pb2_grpc.AdminStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout

@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.geobuild",
     "authz.audit_cli",
     "authz.health_cli",
+    "authz.tls",
 )
 
 

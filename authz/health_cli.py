@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.errors import ConfigError
+from authz.grpctls import DEFAULT_SERVER_NAME, channel_credentials, channel_options
 from authz.settings import ENV_PREFIX
 
 _EXIT = {
@@ -17,10 +20,21 @@ _EXIT = {
 }
 
 
-def probe(target: str, service: str, timeout: float) -> tuple[int, str]:
-    """Ask a server's health service; (exit status, what to print)."""
+def probe(
+    target: str,
+    service: str,
+    timeout: float,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+) -> tuple[int, str]:
+    """Ask a server's health service (over TLS with `credentials`); (exit status, what to print)."""
+    if credentials is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=channel_options(server_name))
     try:
-        with grpc.insecure_channel(target) as channel:
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
@@ -31,9 +45,32 @@ def probe(target: str, service: str, timeout: float) -> tuple[int, str]:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    status, text = probe(ns.target, ns.service, ns.timeout)
+    credentials = None
+    if ns.tls_ca is not None:
+        try:
+            credentials = channel_credentials(ns.tls_ca, ns.tls_cert, ns.tls_key)
+        except ConfigError as exc:
+            print(f"distill-guard health: {exc}", file=sys.stderr)
+            return 2
+    elif ns.tls_cert is not None or ns.tls_key is not None:
+        print("distill-guard health: --tls-cert and --tls-key need --tls-ca", file=sys.stderr)
+        return 2
+    status, text = probe(
+        ns.target, ns.service, ns.timeout, credentials=credentials, server_name=ns.tls_server_name
+    )
     print(text, file=sys.stdout if status == 0 else sys.stderr)
     return status
+
+
+def _default_target() -> str:
+    """The plaintext health port when one is configured, else the ext_authz port."""
+    listen = (
+        os.environ.get(ENV_PREFIX + "HEALTH_LISTEN")
+        or os.environ.get(ENV_PREFIX + "LISTEN")
+        or "127.0.0.1:9191"
+    )
+    # A server listening on every interface is probed on loopback.
+    return listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,13 +78,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "health", help="probe a running server's grpc.health.v1 (exit 0 when SERVING)"
     )
-    listen = os.environ.get(ENV_PREFIX + "LISTEN", "127.0.0.1:9191")
     p.add_argument(
         "--target",
-        # A server listening on every interface is probed on loopback.
-        default=listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]"),
-        help=f"HOST:PORT of the server [default: {ENV_PREFIX}LISTEN or 127.0.0.1:9191]",
+        default=_default_target(),
+        help=f"HOST:PORT of the server [default: {ENV_PREFIX}HEALTH_LISTEN, else "
+        f"{ENV_PREFIX}LISTEN, else 127.0.0.1:9191]",
     )
     p.add_argument("--service", default="", help="service name ('' is the whole server)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+    tls = p.add_argument_group("TLS (a server started with --tls-cert; docs/tls.md)")
+    tls.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="CA certificate to verify the server with"
+    )
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="client certificate, for a server that requires one (--tls-client-ca)",
+    )
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="private key of --tls-cert")
+    tls.add_argument(
+        "--tls-server-name",
+        default=DEFAULT_SERVER_NAME,
+        metavar="NAME",
+        help=f"the name the server certificate must carry [default: {DEFAULT_SERVER_NAME}]",
+    )
     p.set_defaults(func=_run)

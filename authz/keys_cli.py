@@ -26,6 +26,7 @@ from authz.admin import AdminCallError, AdminClient
 from authz.app import open_stores
 from authz.clock import SystemClock
 from authz.errors import ConfigError
+from authz.grpctls import DEFAULT_SERVER_NAME, channel_credentials, channel_options
 from authz.keyadmin import KeyAdmin, KeyAdminError, KeyView, NewAccount
 from authz.keys import KeyHasher, KeyProblem, check_key_shape
 from authz.rules import load_rules
@@ -66,7 +67,15 @@ async def _with_admin(ns: argparse.Namespace, command: Command) -> int:
             raise _Usage(
                 f"--server needs the admin token: --admin-token-file or {ENV_PREFIX}ADMIN_TOKEN"
             )
-        client = AdminClient(ns.server, token)
+        credentials = None
+        if getattr(ns, "tls_ca", None):
+            credentials = channel_credentials(Path(ns.tls_ca))
+        client = AdminClient(
+            ns.server,
+            token,
+            credentials=credentials,
+            options=channel_options(ns.tls_server_name if credentials else None),
+        )
         try:
             return await command(ns, client)
         finally:
@@ -233,6 +242,17 @@ def register(subparsers: Any) -> None:
         "--admin-token-file",
         default=_env("ADMIN_TOKEN_FILE"),
         help=f"file holding the Admin API token [or env {ENV_PREFIX}ADMIN_TOKEN]",
+    )
+    server.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="CA certificate to verify a TLS Admin API with (a server run with --tls-cert)",
+    )
+    server.add_argument(
+        "--tls-server-name",
+        default=DEFAULT_SERVER_NAME,
+        metavar="NAME",
+        help=f"the name the server certificate must carry [default: {DEFAULT_SERVER_NAME}]",
     )
     both = [store, server]
 

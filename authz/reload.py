@@ -3,7 +3,8 @@
 Kubernetes updates a mounted ConfigMap or Secret by swapping a symlink in its
 directory, so the watcher compares the *resolved* path's identity (inode,
 mtime, size), not just the name. A reload that fails is logged and counted,
-and the last good value keeps serving.
+and the last good value keeps serving. A value loaded from several files (a
+certificate and its key) watches all of them, and reloads when any changes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -42,8 +43,23 @@ def _signature(path: Path) -> _Signature | None:
     return (real, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def signatures(paths: Sequence[Path]) -> tuple[_Signature, ...] | None:
+    """The identities of a set of files; None while any of them is missing."""
+    found = []
+    for path in paths:
+        signature = _signature(path)
+        if signature is None:
+            return None
+        found.append(signature)
+    return tuple(found)
+
+
 class WatchedFile(Generic[T]):
-    """Holds the value loaded from a file and reloads it when the file changes."""
+    """Holds the value loaded from a file and reloads it when the file changes.
+
+    `also` names further files the value is loaded from: a change to any of
+    them reloads it too (`load` still gets `path`, and knows the others).
+    """
 
     def __init__(
         self,
@@ -52,12 +68,14 @@ class WatchedFile(Generic[T]):
         *,
         kind: str,
         on_swap: Callable[[T], None] | None = None,
+        also: Sequence[Path] = (),
     ) -> None:
         self.path = path
         self.kind = kind
         self._load = load
         self._on_swap = on_swap
-        self._signature = _signature(path)
+        self._paths = (path, *also)
+        self._signature = signatures(self._paths)
         self._value = load(path)  # the first load must succeed: no last good value yet
         self.reloads = 0
         self.failures = 0
@@ -69,7 +87,7 @@ class WatchedFile(Generic[T]):
 
     def poll(self, *, force: bool = False) -> bool:
         """Reload if the file changed (or always, with `force`); True when swapped."""
-        signature = _signature(self.path)
+        signature = signatures(self._paths)
         if signature is None or (signature == self._signature and not force):
             return False
         self._signature = signature

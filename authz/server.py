@@ -15,7 +15,9 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
 from authz import edge, telemetry
 from authz.app import App, build_app
+from authz.grpctls import ServerTls
 from authz.pipeline import Pipeline
+from authz.reload import WatchedFile
 from authz.settings import Settings
 
 log = logging.getLogger("distill_guard.server")
@@ -76,12 +78,18 @@ class Health:
 
 
 class Server:
-    """A running ext_authz server (and Admin server when configured)."""
+    """A running ext_authz server (and Admin and plaintext health servers when configured).
+
+    With --tls-cert the ext_authz and Admin ports speak TLS with the same
+    certificate; with --tls-client-ca the ext_authz port requires client
+    certificates, the Admin port does not (its callers present the bearer token).
+    """
 
     def __init__(self, settings: Settings, app: App) -> None:
         self.settings = settings
         self.app = app
         self.health = Health()
+        self.tls = ServerTls.from_settings(settings)
         self.grpc = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
@@ -94,31 +102,67 @@ class Server:
             AuthorizationServicer(app.pipeline, settings.check_budget), self.grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
-        self.port = self.grpc.add_insecure_port(settings.listen)
+        if self.tls is None:
+            self.port = self.grpc.add_insecure_port(settings.listen)
+        else:
+            credentials = self.tls.credentials(verify_clients=self.tls.verifies_clients)
+            self.port = self.grpc.add_secure_port(settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
+        # Kubelet gRPC probes speak plaintext and present no client certificate: with
+        # TLS on, they ask this port, which answers grpc.health.v1 and nothing else.
+        self.health_grpc: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if settings.health_listen:
+            self.health_grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.health_grpc)
+            self.health_port = self.health_grpc.add_insecure_port(settings.health_listen)
+            if self.health_port == 0:
+                raise OSError(f"cannot listen on {settings.health_listen}")
         self.admin: grpc.aio.Server | None = None
         self.admin_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def watched(self) -> list[WatchedFile[Any]]:
+        """The files to poll for hot reload: the app's, and the TLS certificate files."""
+        files = self.app.watched()
+        if self.tls is not None:
+            files.append(self.tls.watched)
+        return files
+
+    def reload_now(self) -> None:
+        """Re-read every watched file at once (SIGHUP), keeping the last good on failure."""
+        self.app.reload_now()
+        if self.tls is not None:
+            self.tls.watched.poll(force=True)
 
     async def start(self) -> None:
         """Listen (NOT_SERVING), wait for the stores, then report SERVING."""
         await self.health.set(False)
         self.app.start_background()  # audit writers, before the first Check can arrive
         await self.grpc.start()
+        if self.health_grpc is not None:
+            await self.health_grpc.start()
         token = self.settings.admin_token()
         if token is not None:
             from authz.admin import start_admin_server
 
             try:
                 self.admin, self.admin_port = await start_admin_server(
-                    self.settings.admin_listen, token, self.app
+                    self.settings.admin_listen,
+                    token,
+                    self.app,
+                    credentials=None
+                    if self.tls is None
+                    else self.tls.credentials(verify_clients=False),
                 )
             except BaseException:
                 await self.grpc.stop(None)
+                if self.health_grpc is not None:
+                    await self.health_grpc.stop(None)
                 raise
         await self.app.wait_ready()
-        for watched in self.app.watched():
+        for watched in self.watched():
             self._tasks.append(asyncio.create_task(watched.watch(self.settings.reload_interval)))
         await self.health.set(True)
         log.info(
@@ -126,6 +170,8 @@ class Server:
             extra={
                 "listen": self.settings.listen,
                 "port": self.port,
+                "tls": "off" if self.tls is None else _tls_mode(self.tls),
+                "health_port": self.health_port,
                 "admin_port": self.admin_port,
                 "rules_version": self.app.rules.current().version,
                 "store": _redact_url(self.settings.store),
@@ -140,8 +186,15 @@ class Server:
         if self.admin is not None:
             await self.admin.stop(self.settings.grace)
         await self.grpc.stop(self.settings.grace)
+        if self.health_grpc is not None:  # last: probes see NOT_SERVING, not a closed port
+            await self.health_grpc.stop(None)
         await self.app.close()
         log.info("stopped")
+
+
+def _tls_mode(tls: ServerTls) -> str:
+    mode = "mutual" if tls.verifies_clients else "server"
+    return f"{mode}, certificate sha256:{tls.fingerprint}"
 
 
 def _redact_url(url: str) -> str:
@@ -159,7 +212,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_now)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_now)
     await server.start()
     await stop.wait()
     log.info("shutting down", extra={"grace": settings.grace})

@@ -21,6 +21,10 @@ class Settings:
 
     rules: Path
     listen: str = "127.0.0.1:9191"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    health_listen: str | None = None
     accounts: Path | None = None
     store: str = "memory://"
     key_pepper_file: Path | None = None
@@ -59,6 +63,13 @@ class Settings:
 _HELP = {
     "rules": "rules file (YAML), hot-reloaded",
     "listen": "ext_authz gRPC address HOST:PORT (port 0 picks a free one)",
+    "tls_cert": "server certificate (PEM, leaf first) for the ext_authz and Admin ports; "
+    "with --tls-key they speak TLS instead of plaintext; reloaded when it changes (docs/tls.md)",
+    "tls_key": "private key (PEM, unencrypted) of --tls-cert, reloaded with it",
+    "tls_client_ca": "CA certificates (PEM) that client certificates must chain to: set, the "
+    "ext_authz port requires and verifies one (mutual TLS); reloaded when it changes",
+    "health_listen": "extra plaintext address HOST:PORT serving only grpc.health.v1, for "
+    "probes that cannot present a client certificate (off when unset)",
     "accounts": "accounts file (JSON lines or YAML), hot-reloaded",
     "store": "memory:// (embedded, one process) or redis://HOST:PORT/DB",
     "key_pepper_file": "file holding the HMAC pepper for key digests (from a Secret)",

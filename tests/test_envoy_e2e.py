@@ -125,10 +125,11 @@ class Stacks:
         self._guards: list[GuardThread] = []
         self._upstreams: list[MockServer] = []
 
-    def start(self, **settings: object) -> Stack:
+    def start(self, *, authz_tls: envoyconf.AuthzTls | None = None, **settings: object) -> Stack:
         """A new mock upstream, distill-guard and Envoy on free ports, ready to serve.
 
-        `settings` override distill-guard's demo settings (rules file, reload interval).
+        `settings` override distill-guard's demo settings (rules file, reload interval);
+        `authz_tls` makes Envoy speak mutual TLS to distill-guard (tests/test_tls.py).
         """
         binary = _envoy_binary()
         logdir = self._tmp.mktemp("envoy")
@@ -139,7 +140,9 @@ class Stacks:
         ports = envoyconf.Ports(
             listener=free_port(), authz=guard.start(), upstream=upstream.port, admin=free_port()
         )
-        config = envoyconf.write(envoyconf.render(ports), logdir)
+        config = envoyconf.write(envoyconf.render(ports, authz_tls=authz_tls), logdir)
+        if authz_tls is not None:
+            envoyconf.write_authz_tls_secrets(authz_tls)
         envoy = Child.spawn(
             "envoy", envoyconf.envoy_command(binary, config), logdir, stdout_name="access.log"
         )

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "envoy" / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "example"
+MTLS = K8S / "overlays" / "mtls"
 KUBECTL = shutil.which("kubectl")
 # The oldest Kubernetes with native sidecars on by default and GA, and the newest the
 # validator knows.
@@ -104,7 +105,7 @@ def _referenced(directory: Path) -> set[Path]:
     return {(directory / n).resolve() for n in names}
 
 
-@pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
+@pytest.mark.parametrize("directory", [BASE, OVERLAY, MTLS], ids=["base", "overlay", "mtls"])
 def test_kustomization_lists_every_file(directory: Path) -> None:
     """Each file of the directory is used by its kustomization, and each one named exists."""
     referenced = _referenced(directory)
@@ -413,3 +414,129 @@ def test_overlay_keeps_the_collector_ahead_of_distill_guard() -> None:
     assert (
         receiver["protocols"]["grpc"]["endpoint"] == f"127.0.0.1:{_cluster_port('otel_collector')}"
     )
+
+
+# --- the mTLS overlay (docs/tls.md) -------------------------------------------------------
+
+CERT_MANAGER = "cert-manager.io/v1"
+
+
+def test_mtls_overlay_envoy_files_are_current(tmp_path: Path) -> None:
+    """The overlay's Envoy bootstrap and SDS files are what `tls envoy-config` writes today."""
+    from authz.cli import main
+
+    certs, sds = "/etc/envoy-tls", "/etc/envoy"
+    argv = ["tls", "envoy-config", "--certs", certs, "--sds-dir", sds, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in (MTLS / "config").iterdir())
+    for name in written:
+        assert yaml.safe_load((MTLS / "config" / name).read_text()) == yaml.safe_load(
+            (tmp_path / name).read_text()
+        ), (
+            f"envoy/k8s/overlays/mtls/config/{name} is stale; refresh it with\n"
+            f"  distill-guard tls envoy-config --certs {certs} --sds-dir {sds} "
+            "--out envoy/k8s/overlays/mtls/config"
+        )
+
+
+def _by_kind(objects: list[Obj], kind: str) -> dict[str, Obj]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def _secret_mounts(pod: Obj, container: Obj) -> dict[str, str]:
+    """A container's Secret mounts: mount path -> Secret name."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return {
+        m["mountPath"]: volumes[m["name"]]["secret"]["secretName"]
+        for m in container.get("volumeMounts", [])
+        if "secret" in volumes[m["name"]]
+    }
+
+
+def test_mtls_overlay_wires_certificates_to_both_sides() -> None:
+    """cert-manager's Secrets reach distill-guard and Envoy as directories, names agree.
+
+    distill-guard's server certificate carries the name Envoy sends as SNI and
+    accepts; both leaf certificates come from one CA; distill-guard's TLS files
+    and Envoy's SDS files point into the mounted Secrets; the probes ask the
+    plaintext health port, and ext_authz listens on loopback only.
+    """
+    objects = _render(MTLS)
+    certificates = _by_kind(objects, "Certificate")
+    issuers = _by_kind(objects, "Issuer")
+    assert {o["apiVersion"] for o in [*certificates.values(), *issuers.values()]} == {CERT_MANAGER}
+    server, client = certificates["distill-guard-server"], certificates["envoy-authz-client"]
+    ca = certificates["distill-guard-ca"]
+    assert ca["spec"]["isCA"] is True
+    assert issuers["distill-guard-ca"]["spec"]["ca"]["secretName"] == ca["spec"]["secretName"]
+    for leaf, usage in ((server, "server auth"), (client, "client auth")):
+        assert leaf["spec"]["issuerRef"]["name"] == "distill-guard-ca"
+        assert usage in leaf["spec"]["usages"]
+        assert leaf["spec"]["privateKey"]["rotationPolicy"] == "Always"
+
+    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+    guard, envoy = containers["distill-guard"], containers["envoy"]
+    guard_secrets = _secret_mounts(pod, guard)
+    for setting in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA"):
+        directory = str(Path(_env_value(guard, f"DISTILL_GUARD_{setting}")).parent)
+        assert guard_secrets[directory] == server["spec"]["secretName"], setting
+
+    configmap = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("envoy")
+    )
+    bootstrap = yaml.safe_load(configmap["data"]["sidecar.yaml"])
+    (cluster,) = [
+        c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "distill_guard"
+    ]
+    context = cluster["transport_socket"]["typed_config"]
+    validation = context["common_tls_context"]["combined_validation_context"]
+    (san,) = validation["default_validation_context"]["match_typed_subject_alt_names"]
+    assert context["sni"] == san["matcher"]["exact"]
+    assert context["sni"] in server["spec"]["dnsNames"]
+    envoy_secrets = _secret_mounts(pod, envoy)
+    (config_mount,) = [m for m in envoy["volumeMounts"] if m["name"] == "envoy-config"]
+    for name in ("distill-guard-client.sds.yaml", "distill-guard-ca.sds.yaml"):
+        (secret,) = yaml.safe_load(configmap["data"][name])["resources"]
+        body = secret.get("tls_certificate") or secret["validation_context"]
+        watched = body["watched_directory"]["path"]
+        assert envoy_secrets[watched] == client["spec"]["secretName"], name
+    sds_paths = [
+        *[
+            c["sds_config"]
+            for c in context["common_tls_context"]["tls_certificate_sds_secret_configs"]
+        ],
+        validation["validation_context_sds_secret_config"]["sds_config"],
+    ]
+    for sds in sds_paths:
+        path = Path(sds["path_config_source"]["path"])
+        assert str(path.parent) == config_mount["mountPath"] and path.name in configmap["data"]
+
+    assert _env_value(guard, "DISTILL_GUARD_LISTEN").startswith("127.0.0.1:")
+    health_port = int(_env_value(guard, "DISTILL_GUARD_HEALTH_LISTEN").rpartition(":")[2])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert guard[probe]["grpc"] == {"port": health_port}, probe
+    assert [p["containerPort"] for p in guard["ports"]] == [health_port]
+    known = {"DISTILL_GUARD_" + f.upper() for f in Settings.__dataclass_fields__}
+    assert {n for n in _env(guard) if n.startswith("DISTILL_GUARD_")} <= known | {
+        "DISTILL_GUARD_ADMIN_TOKEN"
+    }
+
+
+def test_mtls_overlay_builtin_objects_match_the_kubernetes_schemas() -> None:
+    """The overlay's Kubernetes objects validate strictly (cert-manager's kinds are CRDs)."""
+    validator = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (test extra)"
+    )
+    objects = [o for o in _render(MTLS) if o["apiVersion"] != CERT_MANAGER]
+    problems = []
+    for version in [v for v in SCHEMA_VERSIONS if v != "latest"] + [validator.latest_version()]:
+        for obj in objects:
+            try:
+                validator.validate(obj, version, strict=True)
+            except validator.ValidationError as exc:
+                problems.append(
+                    f"{obj['kind']}/{obj['metadata']['name']} ({version}): {exc.message}"
+                )
+    assert not problems, "\n".join(problems)
