@@ -12,8 +12,9 @@ ACTIONS: tuple[str, ...] = (
     "authz.audit.verify",
     "authz.audit.tail",
     "authz.audit.rollup",
-    "authz.audit.queries",
+    "authz.audit.query_cli",
     "authz.audit.gen_audit",
+    "authz.audit.bench",
 )
 
 

@@ -1,7 +1,9 @@
 """The seams of the pipeline, gathered in one place.
 
 The pipeline depends only on these protocols; the gRPC server, the replay
-command and the tests plug in real or fake implementations.
+command and the tests plug in real or fake implementations. The audit trail's
+own seam, `AuditSink`, is here too: authz.audit.sinks has the real sinks, the
+tests a memory one.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from authz.accounts import Account, KeyRecord
+    from authz.audit.chain import ChainHead
     from authz.decision import Decision
     from authz.facts import IPAddress, RequestFacts
     from authz.location import Location
@@ -83,3 +88,18 @@ class DecisionSink(Protocol):
 
     def record(self, facts: RequestFacts, decision: Decision) -> None:
         """Take a decision; must not block the request path."""
+
+
+class AuditSink(Protocol):
+    """One destination of audit records (the chain is kept by its worker, not by the sink)."""
+
+    name: str
+
+    async def head(self, chain: str) -> ChainHead | None:
+        """The last record of `chain` this sink holds, or None. Raises when unreachable."""
+
+    async def write(self, lines: Sequence[str]) -> None:
+        """Write chained records (canonical JSON, in order) durably enough to count. Raises."""
+
+    async def aclose(self) -> None:
+        """Release the file or connection."""

@@ -13,21 +13,18 @@ import redis
 
 from authz.audit.chain import GENESIS, ChainHead, record_hash, seal
 from authz.audit.record import canonical, to_dict, to_json
-from authz.audit.verify import ChainChecker, file_entries
+from authz.audit.stream import STREAM
 from authz.cli import main
 from authz.gen.distill_guard.audit.v1.audit_pb2 import AuditRecord
-
-STREAM = "dg:audit"
+from tests.audit_support import intact_file, intact_lines, sealed, xadd_lines
 
 
 def chained(n: int, chain: str = "web-1", head: ChainHead | None = None) -> list[str]:
     """`n` chained records (canonical JSON lines) continuing after `head`."""
-    lines = []
-    for i in range(n):
-        body = to_dict(AuditRecord(schema=1, decision_id=f"{chain}-d{i}", account=f"acct{i}"))
-        line, head = seal(body, head, chain)
-        lines.append(line)
-    return lines
+    records = (
+        AuditRecord(schema=1, decision_id=f"{chain}-d{i}", account=f"acct{i}") for i in range(n)
+    )
+    return sealed(records, chain, head)
 
 
 def forged(after: str) -> str:
@@ -137,7 +134,7 @@ def _to_file(path: Path, lines: list[str]) -> tuple[list[str], list[str]]:
 def _to_stream(url: str, lines: list[str]) -> tuple[list[str], list[str]]:
     with redis.Redis.from_url(url) as client:
         client.delete(STREAM)
-        ids = [client.xadd(STREAM, {"record": line}).decode() for line in lines]
+        ids = xadd_lines(client, lines)
     return ["--redis", url], [f"entry {i}" for i in ids]
 
 
@@ -181,18 +178,10 @@ def test_tampering_is_found_and_located(
 # --- what a chain may legitimately look like -------------------------------------------
 
 
-def check(lines: list[str]) -> ChainChecker:
-    """Run the checker over lines; it must find no problem."""
-    checker = ChainChecker()
-    problem = checker.check(file_entries(line.encode() for line in lines))
-    assert problem is None, problem
-    return checker
-
-
 def test_several_writers_interleaved_in_one_sink() -> None:
     """Chains of several replicas, interleaved in one stream, are checked each on its own."""
     a, b = chained(3, "pod-a"), chained(2, "pod-b")
-    checker = check([a[0], b[0], a[1], a[2], b[1]])
+    checker = intact_lines([a[0], b[0], a[1], a[2], b[1]])
     assert checker.summary().splitlines() == [
         "ok: 5 records in 2 chains, every chain intact",
         f"  chain pod-a: sequence 1-3, last hash {json.loads(a[2])['hash']}",
@@ -202,7 +191,7 @@ def test_several_writers_interleaved_in_one_sink() -> None:
 
 def test_chain_that_begins_after_trimming() -> None:
     """A stream trimmed by MAXLEN (or a rotated file) starts mid-chain; that is said, not failed."""
-    checker = check(chained(5)[2:])
+    checker = intact_lines(chained(5)[2:])
     assert checker.summary().splitlines()[1] == (
         "  chain web-1: sequence 3-5, earlier records are not here (trimmed or rotated)"
     )
@@ -210,7 +199,7 @@ def test_chain_that_begins_after_trimming() -> None:
 
 def test_chain_restarted_by_a_new_process() -> None:
     """stdout starts a new chain per process: sequence 1 again, counted in the summary."""
-    checker = check(chained(3) + chained(2))
+    checker = intact_lines(chained(3) + chained(2))
     assert checker.records == 5
     assert "restarted at sequence 1 1 time(s)" in checker.summary()
 
@@ -230,7 +219,7 @@ def test_unreadable_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_deleted_last_records_need_the_last_hash(tmp_path: Path) -> None:
     """Cutting records off the end leaves a valid chain: compare the last hash kept elsewhere."""
     lines = chained(5)
-    checker = check(lines[:3])
+    checker = intact_lines(lines[:3])
     assert json.loads(lines[-1])["hash"] not in checker.summary()
 
 
@@ -262,7 +251,4 @@ def test_a_last_line_still_being_written_is_left_out(tmp_path: Path) -> None:
     lines = chained(3)
     path = tmp_path / "a.jsonl"
     path.write_text("".join(x + "\n" for x in lines) + lines[0][:40])
-    checker = ChainChecker()
-    with open(path, "rb") as f:
-        assert checker.check(file_entries(f)) is None
-    assert checker.records == 3
+    assert intact_file(path).records == 3

@@ -10,10 +10,12 @@ import pytest
 import redis
 
 from authz.audit import queries as q
+from authz.audit.render import format_timeline, format_usage
+from authz.audit.window import QueryError, Window, make_window, parse_time, rfc3339
 from authz.cli import main
-from tests.test_audit_rollup import NOW, load_known
+from tests.audit_support import NOW, load_known
 
-# The known set (tests/test_audit_rollup.py) spans 2099-11-18 .. 2099-11-21: a window of
+# The known set (tests/audit_support.py) spans 2099-11-18 .. 2099-11-21: a window of
 # four whole days (96 hours) is read from daily buckets.
 DAYS = ["--since", "2099-11-18", "--until", "2099-11-22"]
 
@@ -26,9 +28,9 @@ def rolled(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
-def days_window() -> q.Window:
+def days_window() -> Window:
     """The four days of the known set."""
-    return q.make_window("2099-11-18", "2099-11-22", NOW)
+    return make_window("2099-11-18", "2099-11-22", NOW)
 
 
 def rows(result: q.Usage) -> list[tuple[str, int, int, int, int]]:
@@ -41,13 +43,13 @@ def rows(result: q.Usage) -> list[tuple[str, int, int, int, int]]:
 
 def test_durations_times_and_dates_parse() -> None:
     """`--since` takes 90m/24h/7d/2w back from now, RFC 3339 times (any offset) and bare dates."""
-    assert q.parse_time("90m", NOW) == NOW - 5400
-    assert q.parse_time("24h", NOW) == NOW - 86400
-    assert q.parse_time("7d", NOW) == NOW - 7 * 86400
-    assert q.parse_time("2w", NOW) == NOW - 14 * 86400
-    assert q.parse_time("2099-11-20T10:00:00Z", NOW) == timegm((2099, 11, 20, 10, 0, 0))
-    assert q.parse_time("2099-11-20T12:00:00+02:00", NOW) == timegm((2099, 11, 20, 10, 0, 0))
-    assert q.parse_time("2099-11-20", NOW) == timegm((2099, 11, 20, 0, 0, 0))
+    assert parse_time("90m", NOW) == NOW - 5400
+    assert parse_time("24h", NOW) == NOW - 86400
+    assert parse_time("7d", NOW) == NOW - 7 * 86400
+    assert parse_time("2w", NOW) == NOW - 14 * 86400
+    assert parse_time("2099-11-20T10:00:00Z", NOW) == timegm((2099, 11, 20, 10, 0, 0))
+    assert parse_time("2099-11-20T12:00:00+02:00", NOW) == timegm((2099, 11, 20, 10, 0, 0))
+    assert parse_time("2099-11-20", NOW) == timegm((2099, 11, 20, 0, 0, 0))
 
 
 @pytest.mark.parametrize(
@@ -62,33 +64,33 @@ def test_durations_times_and_dates_parse() -> None:
 )
 def test_bad_times_are_refused_with_their_text(text: str, message: str) -> None:
     """A time that is neither a duration nor an RFC 3339 time (with offset) is an error."""
-    with pytest.raises(q.QueryError) as exc:
-        q.parse_time(text, NOW)
+    with pytest.raises(QueryError) as exc:
+        parse_time(text, NOW)
     assert str(exc.value) == message
 
 
 def test_windows_up_to_72_hours_use_hours_and_longer_ones_days() -> None:
     """72h (NOW on the hour) reads 72 hourly buckets; a second more switches to daily buckets."""
-    hourly = q.make_window("72h", None, NOW)
+    hourly = make_window("72h", None, NOW)
     assert (hourly.granularity, len(hourly.buckets)) == ("h", 72)
     assert (hourly.buckets[0], hourly.buckets[-1]) == ("2099111812", "2099112111")
-    daily = q.make_window(str(72 * 3600 + 1) + "s", None, NOW)
+    daily = make_window(str(72 * 3600 + 1) + "s", None, NOW)
     assert daily.granularity == "d"
     assert daily.buckets == ("20991118", "20991119", "20991120", "20991121")
-    forced = q.make_window("7d", None, NOW, "hour")
+    forced = make_window("7d", None, NOW, "hour")
     assert (forced.granularity, len(forced.buckets)) == ("h", 168)
 
 
 def test_edge_buckets_are_counted_whole() -> None:
     """A window starting and ending inside hours covers both edge hours entirely."""
-    w = q.make_window("2099-11-20T10:30:00Z", "2099-11-20T12:10:00Z", NOW)
+    w = make_window("2099-11-20T10:30:00Z", "2099-11-20T12:10:00Z", NOW)
     assert w.buckets == ("2099112010", "2099112011", "2099112012")
-    assert (q.rfc3339(w.start), q.rfc3339(w.end)) == (
+    assert (rfc3339(w.start), rfc3339(w.end)) == (
         "2099-11-20T10:00:00Z",
         "2099-11-20T13:00:00Z",
     )
-    with pytest.raises(q.QueryError, match="empty window"):
-        q.make_window("1h", "2h", NOW)
+    with pytest.raises(QueryError, match="empty window"):
+        make_window("1h", "2h", NOW)
 
 
 # --- usage ------------------------------------------------------------------------------
@@ -153,14 +155,14 @@ def test_usage_by_asn_names_the_networks(rolled: redis.Redis) -> None:
 
 def test_usage_over_hours_counts_only_those_hours(rolled: redis.Redis) -> None:
     """A 24-hour window (hourly buckets) sees the records of 2099-11-20 12:00 onwards only."""
-    result = q.usage(rolled, q.make_window("24h", None, NOW), "account", top=0)
+    result = q.usage(rolled, make_window("24h", None, NOW), "account", top=0)
     assert result.window.granularity == "h"
     assert rows(result) == [("a1", 1, 1, 0, 1000)]
 
 
 def test_usage_table_for_people(rolled: redis.Redis) -> None:
     """The table aligns its columns, right-aligns numbers and ends with a totals row."""
-    text = q.format_usage(q.usage(rolled, days_window(), "country", top=3))
+    text = format_usage(q.usage(rolled, days_window(), "country", top=3))
     assert text == (
         "usage by country, 2099-11-18T00:00:00Z .. 2099-11-22T00:00:00Z "
         "(4 daily buckets, edge buckets counted whole)\n"
@@ -207,7 +209,7 @@ def test_who_counts_denials_and_signals_per_country(rolled: redis.Redis) -> None
 
 def test_account_timeline_per_hour(rolled: redis.Redis) -> None:
     """Each hour with activity: volume, countries, networks, ASNs, decisions, signals."""
-    w = q.make_window("2099-11-20T09:00:00Z", "2099-11-20T12:00:00Z", NOW)
+    w = make_window("2099-11-20T09:00:00Z", "2099-11-20T12:00:00Z", NOW)
     result = q.account_timeline(rolled, w, "a1")
     assert (result.entity, result.tier) == ("e1", "(none)")
     assert len(result.buckets) == 1
@@ -246,7 +248,7 @@ def test_account_timeline_per_day_with_totals(rolled: redis.Redis) -> None:
 
 def test_account_timeline_for_people(rolled: redis.Redis) -> None:
     """The timeline table has one row per day and a summary naming countries, ASNs and signals."""
-    text = q.format_timeline(q.account_timeline(rolled, days_window(), "a1"))
+    text = format_timeline(q.account_timeline(rolled, days_window(), "a1"))
     lines = text.splitlines()
     assert lines[0].startswith("account a1 (entity e1, tier (none), kyc (none) in (none)), ")
     assert lines[2].split() == [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +15,9 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from authz.audit import queue
 from authz.audit.chain import ChainHead
 from authz.audit.queue import AuditTrail
-from authz.audit.verify import ChainChecker, file_entries
-from authz.decision import Decision
-from authz.facts import RequestFacts
+from tests.audit_support import decisions, intact_file, intact_lines, until, write
 from tests.checkreq import check_request
-from tests.fakes import BOB_KEY, facts, make_pipeline
+from tests.fakes import BOB_KEY
 from tests.otel import counter_value, metric_reader
 from tests.serverthread import ServerThread, demo_settings
 
@@ -61,26 +58,6 @@ class MemorySink:
     async def aclose(self) -> None:
         """Remember being closed."""
         self.closed = True
-
-
-def intact(lines: Sequence[str]) -> ChainChecker:
-    """Verify lines as `audit verify` would; they must form an intact chain."""
-    checker = ChainChecker()
-    problem = checker.check(file_entries(line.encode() for line in lines))
-    assert problem is None, problem
-    return checker
-
-
-def decisions(n: int) -> list[tuple[RequestFacts, Decision]]:
-    """`n` real decisions of a demo pipeline, to feed a trail."""
-    pipeline, sink = make_pipeline()
-
-    async def run() -> None:
-        for _ in range(n):
-            await pipeline.check(facts({"x-api-key": BOB_KEY}))
-
-    asyncio.run(run())
-    return sink.records
 
 
 def trail(*sinks: MemorySink, **kw: object) -> AuditTrail:
@@ -124,17 +101,9 @@ def test_graceful_drain_on_close() -> None:
     """close() writes everything queued, in order and chained, then closes the sinks."""
     sink = MemorySink()
     records = decisions(5) * 200
-
-    async def run() -> None:
-        t = trail(sink)
-        t.start()
-        for f, d in records:
-            t.record(f, d)
-        await t.close()
-
-    asyncio.run(run())
+    write(trail(sink), records)
     assert len(sink.lines) == 1000 and sink.closed
-    assert intact(sink.lines).records == 1000
+    assert intact_lines(sink.lines).records == 1000
     assert [json.loads(line)["decision_id"] for line in sink.lines] == [
         d.decision_id for _, d in records
     ]
@@ -152,22 +121,22 @@ def test_failing_sink_leaves_the_others_alone_and_catches_up() -> None:
         t.start()
         for f, d in records[:10]:
             t.record(f, d)
-        await _until(lambda: len(good.lines) == len(flaky.lines) == 10)
+        await until(lambda: len(good.lines) == len(flaky.lines) == 10)
         flaky.down = True
         for f, d in records[10:20]:
             t.record(f, d)
-        await _until(lambda: len(good.lines) == 20)
+        await until(lambda: len(good.lines) == 20)
         assert len(flaky.lines) == 10 and t.workers[1].failing
         assert t.workers[1].backlog == 10
         flaky.down = False
         for f, d in records[20:]:
             t.record(f, d)
-        await _until(lambda: len(flaky.lines) == 30)
+        await until(lambda: len(flaky.lines) == 30)
         await t.close()
 
     asyncio.run(run())
     assert good.lines == flaky.lines  # same chain name, same records: the same text
-    assert intact(flaky.lines).records == 30
+    assert intact_lines(flaky.lines).records == 30
     assert counter_value("distill_guard.audit.sink_errors", sink="flaky") > errors_before
 
 
@@ -185,13 +154,13 @@ def test_backlog_overflow_drops_and_counts_per_sink() -> None:
         t.start()
         for f, d in records:
             t.record(f, d)
-        await _until(lambda: t.depth == 0 and t.workers[0].backlog == 5)
+        await until(lambda: t.depth == 0 and t.workers[0].backlog == 5)
         down.down = False
         await t.close()
 
     asyncio.run(run())
     assert counter_value(DROPPED, reason="sink_backlog", sink="down") - before == 7
-    assert intact(down.lines).records == 5
+    assert intact_lines(down.lines).records == 5
 
 
 def test_a_batch_partly_written_before_a_failure_is_not_written_twice() -> None:
@@ -218,7 +187,7 @@ def test_a_batch_partly_written_before_a_failure_is_not_written_twice() -> None:
 
     asyncio.run(run())
     assert [json.loads(x)["decision_id"] for x in sink.lines] == [d.decision_id for _, d in records]
-    assert intact(sink.lines).records == 8
+    assert intact_lines(sink.lines).records == 8
 
 
 def test_stalled_sink_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,12 +203,12 @@ def test_stalled_sink_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None
             t.record(f, d)
             if i % 100 == 0:
                 await asyncio.sleep(0)
-        await _until(lambda: len(good.lines) == 600, timeout=0.8)
+        await until(lambda: len(good.lines) == 600, timeout=0.8)
         assert t.workers[1].failing
         await t.close()
 
     asyncio.run(run())
-    assert len(stuck.lines) == 600 and intact(stuck.lines)
+    assert len(stuck.lines) == 600 and intact_lines(stuck.lines)
 
 
 def test_shutdown_gives_up_after_the_grace_period_and_counts_the_rest() -> None:
@@ -289,7 +258,7 @@ def test_checks_through_the_server_are_answered_when_the_queue_is_full() -> None
     dropped = counter_value(DROPPED, reason="queue_full") - before
     assert dropped > 0
     assert len(slow.lines) + dropped == 100
-    assert intact(slow.lines)
+    assert intact_lines(slow.lines)
 
 
 def test_server_writes_the_audit_file_and_drains_it_on_stop(tmp_path: Path) -> None:
@@ -305,17 +274,8 @@ def test_server_writes_the_audit_file_and_drains_it_on_stop(tmp_path: Path) -> N
                     stub.Check(check_request({"x-api-key": BOB_KEY}))
         finally:
             running.close()
-    checker = ChainChecker()
-    with open(path, "rb") as f:
-        assert checker.check(file_entries(f)) is None
+    checker = intact_file(path)
     assert checker.summary().splitlines()[1] == "  chain web-1: sequence 1-10"
-
-
-async def _until(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def test_records_after_close_are_counted() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,29 +13,13 @@ import redis
 
 from authz.audit.queue import AuditTrail
 from authz.audit.sinks import JsonlSink, open_sinks
+from authz.audit.stream import STREAM
 from authz.audit.verify import ChainChecker, file_entries, stream_entries
 from authz.cli import main
-from authz.decision import Decision
-from authz.facts import RequestFacts
-from tests.fakes import BOB_KEY, facts, make_pipeline
+from tests.audit_support import Records, decisions, intact, intact_file, until, write
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
-
-STREAM = "dg:audit"
-Records = list[tuple[RequestFacts, Decision]]
-
-
-def decisions(n: int) -> Records:
-    """`n` real decisions of a demo pipeline."""
-    pipeline, sink = make_pipeline()
-
-    async def run() -> None:
-        for _ in range(n):
-            await pipeline.check(facts({"x-api-key": BOB_KEY}))
-
-    asyncio.run(run())
-    return sink.records
 
 
 def open_trail(spec: str, url: str, chain: str = "web-1", **kw: object) -> AuditTrail:
@@ -45,32 +28,10 @@ def open_trail(spec: str, url: str, chain: str = "web-1", **kw: object) -> Audit
     return AuditTrail(sinks, chain=chain, **kw)  # type: ignore[arg-type]
 
 
-def write(trail: AuditTrail, records: Records) -> None:
-    """Record decisions through a trail and close it (everything written)."""
-
-    async def run() -> None:
-        trail.start()
-        for f, d in records:
-            trail.record(f, d)
-        await trail.close()
-
-    asyncio.run(run())
-
-
 def stream_check(url: str) -> ChainChecker:
     """Verify the stream; it must be intact."""
-    checker = ChainChecker()
     with redis.Redis.from_url(url) as client:
-        assert checker.check(stream_entries(client, STREAM)) is None, checker.problem
-    return checker
-
-
-def file_check(path: Path) -> ChainChecker:
-    """Verify a JSON lines file; it must be intact."""
-    checker = ChainChecker()
-    with open(path, "rb") as f:
-        assert checker.check(file_entries(f)) is None, checker.problem
-    return checker
+        return intact(stream_entries(client, STREAM))
 
 
 def test_stream_entries_and_chain_across_restarts(
@@ -126,13 +87,6 @@ def test_stream_is_trimmed_and_still_verifies(redis_url: str) -> None:
     assert chain.last.sequence == 1500 and chain.first.sequence == 1500 - length + 1
 
 
-def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 def _outage(
     tmp_path: Path,
     own_redis: RedisServer,
@@ -156,13 +110,7 @@ def _outage(
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     def run_until(condition: Callable[[], bool]) -> None:
-        async def go() -> None:
-            deadline = time.monotonic() + 20
-            while not condition():
-                assert time.monotonic() < deadline, "condition not reached in time"
-                await asyncio.sleep(0.05)
-
-        loop.run_until_complete(go())
+        loop.run_until_complete(until(condition, timeout=20.0, poll=0.05))
 
     loop.run_until_complete(_start(trail))
     feed(records[:5])
@@ -188,7 +136,7 @@ def test_redis_killed_then_restarted_empty(tmp_path: Path, own_redis: RedisServe
     (fresh, empty) Redis is back, writes them in order: the stream starts where the lost
     data ended (sequence 6), chain intact, and nothing the process held was lost."""
     path, _ = _outage(tmp_path, own_redis, own_redis.kill, own_redis.restart)
-    assert file_check(path).summary().splitlines()[1] == "  chain web-1: sequence 1-15"
+    assert intact_file(path).summary().splitlines()[1] == "  chain web-1: sequence 1-15"
     checker = stream_check(own_redis.url)
     (chain,) = checker.chains.values()
     assert (chain.first.sequence, chain.last.sequence, checker.records) == (6, 15, 10)

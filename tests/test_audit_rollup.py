@@ -12,85 +12,23 @@ import pytest
 import redis
 from google.protobuf import json_format
 
-from authz.audit import queries, rollup
+from authz.audit import queries
+from authz.audit.backfill import backfill
+from authz.audit.client import redis_client
 from authz.audit.gen_audit import Generator
-from authz.audit.rollup import (
-    STATS_KEY,
-    STREAM,
-    Retention,
-    Roller,
-    RollupConsumer,
-    backfill,
-    hour_bucket,
-)
+from authz.audit.record import to_json
+from authz.audit.roller import Roller
+from authz.audit.rollup_batch import chunked
+from authz.audit.rollup_consumer import RollupConsumer
+from authz.audit.rollup_keys import STATS_KEY, WAL_INDEX_KEY, Retention, hour_bucket
+from authz.audit.stream import STREAM
+from authz.audit.window import make_window
 from authz.cli import main
 from authz.clock import ManualClock
 from authz.gen.distill_guard.audit.v1.audit_pb2 import AuditRecord
+from tests.audit_support import KNOWN_RECORDS, NOW, load_known, xadd, xadd_lines
 
-# When the tests "run". Far in the future: Redis expires keys by its own clock (EXPIREAT),
-# so rollups of records dated in the past could vanish before a test reads them.
-NOW = timegm((2099, 11, 21, 12, 0, 0))
 DAY = 86400
-
-
-def record(
-    time: str,
-    account: str = "",
-    entity: str = "",
-    *,
-    country: str = "",
-    asn: int = 0,
-    org: str = "",
-    network: str = "",
-    reason: str = "ok",
-    tokens: int = 0,
-    signals: tuple[str, ...] = (),
-    would_deny: str = "",
-) -> dict[str, Any]:
-    """An audit record in the canonical JSON shape (defaults and empty lists left out)."""
-    denied = reason != "ok"
-    rec: dict[str, Any] = {
-        "schema": 1,
-        "time": time,
-        "account": account,
-        "entity": entity,
-        "country": country,
-        "asn": asn,
-        "as_org": org,
-        "client_network": network,
-        "client_ip": network.replace("0/24", "7") if network else "",
-        "action": "deny" if denied else "allow",
-        "status": 429 if reason == "rate_limited" else 403 if denied else 200,
-        "reason": reason,
-        "estimated_tokens": str(tokens) if tokens else "",
-        "signals": list(signals),
-        "would_deny": would_deny,
-    }
-    return {k: v for k, v in rec.items() if v not in ("", 0, [])}
-
-
-# The known set the query tests also use. Totals: 9 requests, 3 denied, 1,425 tokens.
-KNOWN_RECORDS = [
-    record("2099-11-20T10:05:00Z", "a1", "e1", country="US", asn=7922, org="COMCAST-7922",
-           network="1.1.1.0/24", tokens=100),
-    record("2099-11-20T10:20:00.250Z", "a1", "e1", country="US", asn=7922, org="COMCAST-7922",
-           network="1.1.1.0/24", tokens=200, signals=("volume_spike_account",)),
-    record("2099-11-20T10:40:00Z", "a1", "e1", country="DE", asn=16509, org="AMAZON-02",
-           network="2.2.2.0/24", reason="rate_limited",
-           signals=("volume_spike_account", "kyc-mismatch-unverified")),
-    record("2099-11-20T11:10:00Z", "a2", "e1", country="US", asn=7922, org="COMCAST-7922",
-           network="3.3.3.0/24", tokens=50),
-    record("2099-11-20T11:15:00Z", "a2", "e1", country="US", asn=7922, org="COMCAST-7922",
-           network="3.3.3.0/24", tokens=70),
-    record("2099-11-20T11:30:00Z", "a3", "e2", country="IR", asn=58224, org="TCI",
-           network="4.4.4.0/24", reason="country_denied"),
-    record("2099-11-20T10:50:00Z", country="FR", asn=3215, org="Orange", network="5.5.5.0/24",
-           reason="key_unknown"),
-    record("2099-11-21T09:00:00Z", "a1", "e1", country="US", asn=7922, org="COMCAST-7922",
-           network="1.1.1.0/24", tokens=1000, would_deny="rate_limited"),
-    record("2099-11-18T23:30:00Z", "a2", "e1", country="DE", asn=16509, org="AMAZON-02",
-           network="2.2.2.0/24", tokens=5),
-]  # fmt: skip
 
 
 @pytest.fixture
@@ -98,18 +36,6 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     """A client of the test's empty Redis."""
     with redis.Redis.from_url(redis_url) as c:
         yield c
-
-
-def load_known(client: redis.Redis) -> None:
-    """Roll the known set up (as a backfill) at NOW."""
-    backfill(Roller(client, clock=ManualClock(NOW)), KNOWN_RECORDS)
-
-
-def xadd(client: redis.Redis, records: list[dict[str, Any]]) -> None:
-    """Append records to dg:audit as the Redis sink does: one `record` field of canonical JSON."""
-    for rec in records:
-        line = json.dumps(rec, sort_keys=True, separators=(",", ":"))
-        client.xadd(STREAM, {"record": line})
 
 
 def zset(client: redis.Redis, key: str) -> dict[str, float]:
@@ -220,8 +146,7 @@ def test_hour_bucket_reads_rfc3339_with_or_without_offsets() -> None:
 def test_invalid_entries_are_acknowledged_and_counted(client: redis.Redis) -> None:
     """Entries that are not records (bad JSON, no time) are acknowledged, not retried."""
     xadd(client, KNOWN_RECORDS[:2])
-    client.xadd(STREAM, {"record": "not json"})
-    client.xadd(STREAM, {"record": json.dumps({"account": "a9"})})
+    xadd_lines(client, ["not json", json.dumps({"account": "a9"})])
     for wrong in ({"country": 5}, {"signals": [1]}, {"estimated_tokens": "many"}, {"time": 3}):
         xadd(client, [{**KNOWN_RECORDS[0], **wrong}])
     stats = consumer(client, "c1").run(drain=True)
@@ -331,7 +256,7 @@ def test_small_chunks_give_the_same_rollups(client: redis.Redis, redis_url: str)
     stats = backfill(Roller(client, clock=ManualClock(NOW), chunk_ops=3), KNOWN_RECORDS)
     assert stats.scripts > 40
     assert {k: client.dump(k) for k in client.keys("*")} == expected
-    assert chunk_sizes(rollup.chunked([["k", "z", 1, ["m1", 1, "m2", 2, "m3", 3]]], 2)) == [2, 1]
+    assert chunk_sizes(chunked([["k", "z", 1, ["m1", 1, "m2", 2, "m3", 3]]], 2)) == [2, 1]
 
 
 def chunk_sizes(chunks: Iterator[list[list[Any]]]) -> list[int]:
@@ -359,7 +284,7 @@ def test_batch_taken_but_not_applied_is_finished_by_another_consumer(
         with pytest.raises(SystemExit):
             doomed.apply(entries)
     assert client.xpending(STREAM, "rollup")["pending"] == 0
-    assert len(client.smembers(rollup.WAL_INDEX_KEY)) == 1
+    assert len(client.smembers(WAL_INDEX_KEY)) == 1
     assert requests_total(client) == 0
     stats = consumer(client, "heir").run(drain=True)
     assert stats.applied == 0  # nothing left to read ...
@@ -398,19 +323,19 @@ def test_redis_url_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --redis or DISTILL_GUARD_STORE, or given a non-Redis URL, the error says so."""
     monkeypatch.delenv("DISTILL_GUARD_STORE", raising=False)
     with pytest.raises(ValueError, match=r"give --redis redis://HOST:PORT/DB"):
-        rollup.redis_client(None)
+        redis_client(None)
     with pytest.raises(ValueError, match=r"not a Redis URL .*: 'memory://'"):
-        rollup.redis_client("memory://")
+        redis_client("memory://")
 
 
 def test_rollups_and_queries_on_redis_cluster(redis_cluster_url: str) -> None:
     """On a 3-master Cluster the consumer and the queries work: all keys share the stream's slot."""
-    client = rollup.redis_client(redis_cluster_url)
+    client = redis_client(redis_cluster_url)
     try:
-        xadd(client, KNOWN_RECORDS)  # type: ignore[arg-type]
+        xadd(client, KNOWN_RECORDS)
         stats = RollupConsumer(client, consumer="c1", clock=ManualClock(NOW)).run(drain=True)
         assert stats.applied == 9
-        window = queries.make_window("2099-11-18", "2099-11-22", NOW)
+        window = make_window("2099-11-18", "2099-11-22", NOW)
         usage = queries.usage(client, window, "account", top=1)
         assert [(r.key, r.requests) for r in usage.rows] == [("a1", 4)]
         assert usage.totals.requests == 9
@@ -432,12 +357,7 @@ def test_generated_lines_are_canonical_audit_records() -> None:
     assert len(lines) == 3000
     for line in lines:
         message = json_format.ParseDict(json.loads(line), AuditRecord())
-        canonical = json.dumps(
-            json_format.MessageToDict(message, preserving_proto_field_name=True),
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        assert canonical == line
+        assert to_json(message) == line
     times = [json.loads(line)["time"] for line in lines]
     assert times == sorted(times)
     assert times[0] >= "2099-11-14T00:00:00" and times[-1] < "2099-11-21T00:00:00"

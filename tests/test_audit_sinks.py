@@ -14,15 +14,17 @@ import redis
 from authz.audit.chain import seal
 from authz.audit.record import to_dict
 from authz.audit.sinks import StdoutSink, open_sinks
+from authz.audit.stream import STREAM
 from authz.audit.tail import file_follow, header, row
 from authz.cli import main
 from authz.errors import ConfigError
 from authz.gen.distill_guard.audit.v1.audit_pb2 import AuditRecord
+from tests.audit_support import sealed, xadd_lines
 
 
 def sinks(spec: str, store: str = "memory://") -> list[str]:
     """The names of the sinks a spec opens."""
-    return [s.name for s in open_sinks(spec, store=store, stream="dg:audit", maxlen=10)]
+    return [s.name for s in open_sinks(spec, store=store, stream=STREAM, maxlen=10)]
 
 
 def test_audit_setting_names_several_sinks(tmp_path: Path) -> None:
@@ -76,25 +78,25 @@ def test_stdout_sink_writes_json_lines(capfd: pytest.CaptureFixture[str]) -> Non
 
 
 def _records(n: int) -> list[str]:
-    lines, head = [], None
-    for i in range(n):
-        record = AuditRecord(
-            decision_id=f"d{i}",
-            action="deny" if i % 2 else "allow",
-            status=429 if i % 2 else 200,
-            reason="rate_limited" if i % 2 else "ok",
-            account="bob-dev",
-            tier="pro",
-            key_id="k_bob_1",
-            country="DE",
-            client_ip="79.192.3.4",
-            model="small-1",
-            path="/v1/messages",
-        )
-        record.time.FromSeconds(1_790_000_000 + i)
-        line, head = seal(to_dict(record), head, "c")
-        lines.append(line)
-    return lines
+    return sealed((_record(i) for i in range(n)), "c")
+
+
+def _record(i: int) -> AuditRecord:
+    record = AuditRecord(
+        decision_id=f"d{i}",
+        action="deny" if i % 2 else "allow",
+        status=429 if i % 2 else 200,
+        reason="rate_limited" if i % 2 else "ok",
+        account="bob-dev",
+        tier="pro",
+        key_id="k_bob_1",
+        country="DE",
+        client_ip="79.192.3.4",
+        model="small-1",
+        path="/v1/messages",
+    )
+    record.time.FromSeconds(1_790_000_000 + i)
+    return record
 
 
 def test_tail_table_of_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,8 +125,7 @@ def test_tail_json_of_a_stream(redis_url: str, capsys: pytest.CaptureFixture[str
     """--json prints the records as stored (canonical JSON lines)."""
     lines = _records(4)
     with redis.Redis.from_url(redis_url) as client:
-        for line in lines:
-            client.xadd("dg:audit", {"record": line})
+        xadd_lines(client, lines)
     assert main(["audit", "tail", "--redis", redis_url, "-n", "3", "--json"]) == 0
     assert capsys.readouterr().out.splitlines() == lines[1:]
 

@@ -1,4 +1,4 @@
-"""Synthetic audit records for tests and benchmarks: `audit generate` and `audit bench`.
+"""Synthetic audit records for tests and benchmarks: `audit generate`.
 
 Records are built as dicts already in the canonical JSON shape of AuditRecord
 (proto3 JSON mapping: snake_case names, uint64 as strings, defaults and empty
@@ -7,81 +7,31 @@ tests check that every line parses with `json_format.ParseDict` and prints back
 unchanged. Generated records carry no hash chain (`sequence`, `prev_hash`,
 `hash`): they feed rollups and queries, not `audit verify`.
 
-The population: accounts of entities across countries, most calling from a few
-home networks of their KYC country; some from cloud networks; a few travel; a
-few (about 3%) behave like extraction: high volume from many hosting networks
-in several countries, volume-spike signals and rate-limit denials; a few call
-from embargoed countries and are denied; some requests carry no valid key.
-Traffic follows a daily cycle (busiest around 15:00 UTC).
+The population (authz.audit.population): accounts of entities across
+countries, a few of them behaving like extraction, a few calling from embargoed
+countries; some requests carry no valid key. Extractors raise volume-spike
+signals and draw rate-limit denials; embargoed calls are denied. Traffic
+follows a daily cycle (busiest around 15:00 UTC). `audit bench`
+(authz.audit.bench) feeds its records through the rollups and the queries.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
-import itertools
 import json
 import math
 import random
-import shutil
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Any
 
-import redis
-
-from authz.audit.rollup import (
-    DIMENSIONS,
-    RECORD_FIELD,
-    STATS_KEY,
-    STREAM,
-    Client,
-    redis_client,
-)
+from authz.audit.client import Client, redis_client
+from authz.audit.population import Account, Population
+from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.clock import SystemClock
-from authz.procs import Child, free_port, stop_all, wait_until
 
-# (asn, organisation) of access networks per country, with the country's share of traffic.
-ISPS: dict[str, tuple[float, list[tuple[int, str]]]] = {
-    "US": (30, [(7922, "COMCAST-7922"), (701, "UUNET"), (7018, "ATT-INTERNET4")]),
-    "DE": (8, [(3320, "Deutsche Telekom AG"), (3209, "Vodafone GmbH")]),
-    "GB": (8, [(2856, "British Telecommunications PLC"), (5089, "Virgin Media Limited")]),
-    "FR": (6, [(3215, "Orange S.A."), (12322, "Free SAS")]),
-    "IN": (8, [(55836, "Reliance Jio Infocomm Limited"), (24560, "Bharti Airtel Ltd.")]),
-    "JP": (5, [(2516, "KDDI CORPORATION"), (4713, "NTT Communications Corporation")]),
-    "BR": (5, [(28573, "Claro NXT Telecomunicacoes Ltda"), (18881, "TELEFONICA BRASIL S.A")]),
-    "CA": (4, [(812, "Rogers Communications Canada Inc."), (577, "Bell Canada")]),
-    "NL": (3, [(1136, "KPN B.V."), (33915, "Vodafone Libertel B.V.")]),
-    "SG": (3, [(9506, "Singtel Fibre Broadband")]),
-    "KR": (3, [(4766, "Korea Telecom")]),
-    "AU": (2, [(1221, "Telstra Limited")]),
-    "CN": (4, [(4134, "CHINANET-BACKBONE"), (4837, "CHINA UNICOM China169 Backbone")]),
-    "RU": (2, [(12389, "PJSC Rostelecom"), (8359, "MTS PJSC")]),
-}
-EMBARGOED: dict[str, list[tuple[int, str]]] = {
-    "IR": [
-        (58224, "Iran Telecommunication Company PJS"),
-        (197207, "Mobile Communication Company of Iran PLC"),
-    ],
-    "KP": [(131279, "Ryugyong-dong")],
-    "SY": [(29256, "Syrian Telecom")],
-    "CU": [(27725, "Empresa de Telecomunicaciones de Cuba, S.A.")],
-}
-HOSTING: list[tuple[int, str]] = [
-    (16509, "AMAZON-02"),
-    (14061, "DIGITALOCEAN-ASN"),
-    (16276, "OVH SAS"),
-    (24940, "Hetzner Online GmbH"),
-    (9009, "M247 Europe SRL"),
-    (396982, "GOOGLE-CLOUD-PLATFORM"),
-]
-HOSTING_COUNTRIES = ("US", "DE", "NL", "SG", "FR", "GB", "JP")
-TIERS = (("free", 40), ("pro", 45), ("enterprise", 15))
 LIMITS = {"free": 60, "pro": 600, "enterprise": 6000}  # account-requests-1m
 MODELS = (
     ("frontier-2", "/v1/chat/completions", 60),
@@ -89,145 +39,6 @@ MODELS = (
     ("embed-1", "/v1/embeddings", 10),
 )
 RULES_VERSIONS = ("prod@3f9a1c2e7b10", "prod@8d41e07c55a2")  # the rules change halfway
-
-
-@dataclass(frozen=True, slots=True)
-class Network:
-    """A /24 (or /48) clients call from, with what the GeoIP and ASN databases say of it.
-
-    `head`, `mid` and `cc` are its pre-rendered JSON: from "address_kind" to the
-    client_ip's host part, then client_network, then country.
-    """
-
-    cidr: str
-    country: str
-    v6: bool
-    head: str
-    mid: str
-    cc: str
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A synthetic account, how it behaves, and its pre-rendered JSON fields."""
-
-    name: str
-    entity: str
-    tier: str
-    kyc: str
-    kyc_country: str
-    profile: str  # normal, cloud, traveller, extractor, embargoed
-    home: tuple[Network, ...]
-    away: tuple[Network, ...]  # networks of other countries it sometimes calls from
-    away_share: float
-    ident: str  # "key_id":…,"kyc":…,"kyc_country":…,
-
-    @property
-    def mismatch(self) -> bool:
-        """Whether calls from outside its KYC country raise the kyc-mismatch flag."""
-        return self.kyc == "unverified"
-
-
-class Population:
-    """Accounts, entities and networks drawn from one seed."""
-
-    def __init__(self, rng: random.Random, accounts: int) -> None:
-        self.rng = rng
-        self._nets: set[str] = set()
-        countries = list(ISPS)
-        country_w = [ISPS[c][0] for c in countries]
-        self.accounts: list[Account] = []
-        weights: list[float] = []
-        entity_left, entity, k = 0, "", 0
-        for i in range(accounts):
-            if entity_left == 0:  # an entity owns one to four accounts
-                entity_left, k = rng.choice((1, 1, 1, 2, 2, 3, 4)), 0
-                entity = f"{rng.choice(_WORDS)}-{rng.choice(_SUFFIXES)}-{i:04d}"
-            entity_left, k = entity_left - 1, k + 1
-            tier = rng.choices([t for t, _ in TIERS], [w for _, w in TIERS])[0]
-            kyc = "unverified" if tier == "free" and rng.random() < 0.7 else "verified"
-            home_cc = rng.choices(countries, country_w)[0]
-            profile = rng.choices(
-                ("normal", "cloud", "traveller", "extractor", "embargoed"), (82, 7, 6, 3, 2)
-            )[0]
-            home = tuple(self._isp_net(home_cc) for _ in range(rng.randint(1, 3)))
-            away: tuple[Network, ...] = ()
-            away_share, weight = 0.0, min(rng.paretovariate(1.2), 200.0)
-            if profile == "cloud":
-                home = tuple(self._hosting_net(home_cc) for _ in range(rng.randint(2, 6)))
-            elif profile == "traveller":
-                away = tuple(self._isp_net(rng.choice(countries)) for _ in range(rng.randint(1, 3)))
-                away_share = 0.25
-            elif profile == "extractor":
-                spread = rng.sample(HOSTING_COUNTRIES, rng.randint(3, 6))
-                away = tuple(
-                    self._hosting_net(rng.choice(spread)) for _ in range(rng.randint(30, 150))
-                )
-                away_share, weight = 0.9, weight * 30 + 50
-                kyc = "unverified" if rng.random() < 0.6 else kyc
-            elif profile == "embargoed":
-                cc = rng.choice(list(EMBARGOED))
-                away = tuple(self._embargoed_net(cc) for _ in range(rng.randint(1, 4)))
-                away_share = 0.8
-            name = entity if k == 1 else f"{entity}-{_TEAMS[k]}"
-            key_id = f"k_{i:05d}_{rng.getrandbits(24):06x}"
-            ident = f'"key_id":"{key_id}","kyc":"{kyc}","kyc_country":"{home_cc}",'
-            self.accounts.append(
-                Account(name, entity, tier, kyc, home_cc, profile, home, away, away_share, ident)
-            )
-            weights.append(weight)
-        total = 0.0
-        self.cum_weights = []
-        for w in weights:
-            total += w
-            self.cum_weights.append(total)
-        self.anonymous = tuple(
-            self._isp_net(rng.choices(countries, country_w)[0]) for _ in range(50)
-        ) + tuple(self._hosting_net(rng.choice(HOSTING_COUNTRIES)) for _ in range(50))
-
-    def _network(self, country: str, asn: int, org: str) -> Network:
-        rng = self.rng
-        while True:
-            if rng.random() < 0.1:
-                groups = (
-                    0x2001 + rng.randrange(0x1000),
-                    rng.randrange(0x10000),
-                    rng.randrange(0x10000),
-                )
-                head = "{:x}:{:x}:{:x}".format(*groups)
-                cidr, prefix, v6 = f"{head}::/48", f"{head}::", True
-            else:
-                a = rng.choice(_FIRST_OCTETS)
-                b, c = rng.randrange(256), rng.randrange(256)
-                cidr, prefix, v6 = f"{a}.{b}.{c}.0/24", f"{a}.{b}.{c}.", False
-            if cidr not in self._nets:
-                self._nets.add(cidr)
-                break
-        head = f'"address_kind":"public","as_org":{json.dumps(org)},"asn":{asn},"client_ip":"'
-        mid = f'","client_network":"{cidr}",'
-        return Network(cidr, country, v6, head + prefix, mid, f'"country":"{country}",')
-
-    def _isp_net(self, country: str) -> Network:
-        asn, org = self.rng.choice(ISPS[country][1])
-        return self._network(country, asn, org)
-
-    def _hosting_net(self, country: str) -> Network:
-        asn, org = self.rng.choice(HOSTING)
-        return self._network(country, asn, org)
-
-    def _embargoed_net(self, country: str) -> Network:
-        asn, org = self.rng.choice(EMBARGOED[country])
-        return self._network(country, asn, org)
-
-
-_WORDS = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell",
-          "cyberdyne", "soylent", "aperture", "vandelay", "wonka", "oscorp", "massive", "pied",
-          "nakatomi")  # fmt: skip
-_SUFFIXES = ("labs", "ai", "research", "corp", "dev", "data", "systems", "io")
-_TEAMS = ("", "", "eval", "batch", "ml")  # the first account is named after its entity
-_FIRST_OCTETS = tuple(
-    a for a in range(1, 224) if a not in {10, 100, 127, 169, 172, 192, 198, 203}
-)  # public-looking
 
 
 class DiurnalTime:
@@ -411,18 +222,7 @@ _MODEL_BY_DRAW += [_MODEL_BY_DRAW[0]] * (64 - len(_MODEL_BY_DRAW))
 
 def write_lines(lines: Iterator[str], out: IO[str]) -> int:
     """Write lines (adding newlines) in large chunks; returns how many."""
-    n = 0
-    buf: list[str] = []
-    for line in lines:
-        buf.append(line)
-        if len(buf) >= 8192:
-            out.write("\n".join(buf) + "\n")
-            n += len(buf)
-            buf = []
-    if buf:
-        out.write("\n".join(buf) + "\n")
-        n += len(buf)
-    return n
+    return sum(1 for _ in _tee(lines, out))
 
 
 def xadd_lines(client: Client, lines: Iterator[str], chunk: int = 2000) -> int:
@@ -439,6 +239,7 @@ def xadd_lines(client: Client, lines: Iterator[str], chunk: int = 2000) -> int:
 
 
 def _tee(lines: Iterator[str], out: IO[str] | None) -> Iterator[str]:
+    """The lines, passed on as they come, and also written to `out` in large chunks."""
     buf: list[str] = []
     for line in lines:
         if out is not None:
@@ -451,13 +252,18 @@ def _tee(lines: Iterator[str], out: IO[str] | None) -> Iterator[str]:
         out.write("\n".join(buf) + "\n")
 
 
+def hours_back(now: float, days: float) -> float:
+    """The whole hour about `days` before `now`: where generated records start by default."""
+    return (now - days * 86400) // 3600 * 3600
+
+
 def _start(text: str | None, days: float) -> float:
-    from authz.audit.queries import parse_time
+    from authz.audit.window import parse_time
 
     now = SystemClock().now()
     if text:
         return parse_time(text, now)
-    return (now - days * 86400) // 3600 * 3600  # whole hours, ending about now
+    return hours_back(now, days)  # whole hours, ending about now
 
 
 def _generate(ns: argparse.Namespace) -> int:
@@ -486,198 +292,8 @@ def _generate(ns: argparse.Namespace) -> int:
     return 0
 
 
-# --- benchmark -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class QueryTime:
-    """How long one query took (best and median of its runs)."""
-
-    query: str
-    buckets: int
-    rows: int
-    best_ms: float
-    median_ms: float
-
-
-def _timed(runs: int, call: Callable[[], int]) -> tuple[int, float, float]:
-    times, rows = [], 0
-    for _ in range(runs):
-        started = time.perf_counter()
-        rows = call()
-        times.append((time.perf_counter() - started) * 1000)
-    return rows, min(times), statistics.median(times)
-
-
-def bench_queries(client: redis.Redis, now: float, runs: int = 3) -> list[QueryTime]:
-    """Time usage (each dimension, 24h, 72h and 7d), who --country and account queries."""
-    from authz.audit import queries as q
-
-    out: list[QueryTime] = []
-
-    def run(name: str, window: q.Window, call: Callable[[], int]) -> None:
-        rows, best, median = _timed(runs, call)
-        out.append(QueryTime(name, len(window.buckets), rows, best, median))
-
-    for since in ("24h", "72h", "7d"):
-        w = q.make_window(since, None, now)
-        for dim in DIMENSIONS:
-            run(
-                f"usage --since {since} --by {dim}",
-                w,
-                lambda w=w, dim=dim: len(q.usage(client, w, dim, 20).rows),  # type: ignore[misc]
-            )
-    week = q.make_window("7d", None, now)
-    top_country = q.usage(client, week, "country", 1).rows[0].key
-    for cc in (top_country, "IR"):
-        run(
-            f"who --country {cc} --since 7d",
-            week,
-            lambda cc=cc: q.who(client, week, cc, 0).total_accounts,  # type: ignore[misc]
-        )
-    busiest = q.usage(client, week, "account", 1).rows[0].key
-    for since in ("24h", "7d"):
-        w = q.make_window(since, None, now)
-        run(
-            f"account {busiest} --since {since}",
-            w,
-            lambda w=w: len(q.account_timeline(client, w, busiest).buckets),  # type: ignore[misc]
-        )
-    return out
-
-
-def _start_redis(tmp: Path) -> tuple[Child, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on PATH")
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-    argv += ["no", "--dir", str(tmp)]
-    server = Child.spawn("redis-server", argv, tmp)
-    url = f"redis://127.0.0.1:{port}/0"
-
-    def ping() -> bool:
-        try:
-            with redis.Redis.from_url(url, socket_timeout=0.5) as c:
-                return bool(c.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_until(server, "PING", ping)
-    return server, url
-
-
-def _bench(ns: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="dg-audit-bench-") as name:
-        tmp = Path(name)
-        try:
-            server, url = _start_redis(tmp)
-        except RuntimeError as exc:
-            print(f"distill-guard audit bench: {exc}", file=sys.stderr)
-            return 2
-        children = [server]
-        try:
-            report = _bench_run(ns, url, tmp, children)
-        finally:
-            stop_all(children)
-    if ns.json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        sys.stdout.write(_format_bench(report) + "\n")
-    return 0
-
-
-def _bench_run(
-    ns: argparse.Namespace, url: str, tmp: Path, children: list[Child]
-) -> dict[str, Any]:
-    now = SystemClock().now()
-    start = (now - ns.days * 86400) // 3600 * 3600 + 3600
-    gen = Generator(ns.records, seed=ns.seed, start=start, days=ns.days)
-    client = redis.Redis.from_url(url, socket_timeout=300)
-    lines = gen.lines()
-    gen_s = load_s = 0.0
-    while True:
-        t0 = time.perf_counter()
-        chunk = list(itertools.islice(lines, 20_000))
-        t1 = time.perf_counter()
-        if not chunk:
-            break
-        xadd_lines(client, iter(chunk))
-        gen_s, load_s = gen_s + t1 - t0, load_s + time.perf_counter() - t1
-        print(f"\rloaded {client.xlen(STREAM):,} records", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    stream_mb = int(client.info("memory")["used_memory"]) / 1e6
-    argv = [sys.executable, "-m", "authz", "audit", "rollup", "--redis", url, "--drain"]
-    argv += ["--batch", str(ns.batch)]
-    started = time.perf_counter()
-    consumers = [
-        Child.spawn(f"rollup-{i}", [*argv, "--consumer", f"bench-{i}"], tmp)
-        for i in range(ns.consumers)
-    ]
-    children += consumers
-    for child in consumers:
-        if child.proc.wait() != 0:
-            raise RuntimeError(f"{child.name} failed:\n{child.tail()}")
-    rollup_s = time.perf_counter() - started
-    summaries = [child.tail(1) for child in consumers]
-    raw_stats: dict[bytes, bytes] = client.hgetall(STATS_KEY)  # type: ignore[assignment]
-    stats = {k.decode(): int(v) for k, v in raw_stats.items()}
-    pending = client.xpending(STREAM, "rollup")["pending"]
-    client.delete(STREAM)
-    info = client.info("memory")
-    queries = bench_queries(client, SystemClock().now(), ns.runs)
-    client.close()
-    return {
-        "records": ns.records,
-        "days": ns.days,
-        "generate_per_s": ns.records / gen_s if gen_s else 0.0,
-        "xadd_per_s": ns.records / load_s if load_s else 0.0,
-        "stream_mb": stream_mb,
-        "consumers": ns.consumers,
-        "batch": ns.batch,
-        "rollup_s": rollup_s,
-        "rollup_per_s": ns.records / rollup_s,
-        "rolled_up": stats.get("applied", 0),
-        "per_consumer": {k[8:]: v for k, v in stats.items() if k.startswith("applied:")},
-        "pending_after": pending,
-        "consumer_logs": summaries,
-        "rollup_keys": client_dbsize(url),
-        "rollup_mb": int(info["used_memory"]) / 1e6,
-        "queries": [asdict(q) for q in queries],
-    }
-
-
-def client_dbsize(url: str) -> int:
-    """How many keys the database holds."""
-    with redis.Redis.from_url(url) as c:
-        return int(c.dbsize())
-
-
-def _format_bench(r: dict[str, Any]) -> str:
-    from authz.audit.queries import table
-
-    lines = [
-        f"records          {r['records']:,} over {r['days']:g} days",
-        f"generate         {r['generate_per_s']:,.0f} records/s",
-        f"XADD (pipelined) {r['xadd_per_s']:,.0f} records/s ({r['stream_mb']:,.0f} MB stream)",
-        f"rollup           {r['rollup_s']:.1f}s with {r['consumers']} consumer(s), batch "
-        f"{r['batch']}: {r['rollup_per_s']:,.0f} records/s",
-        f"                 applied {r['rolled_up']:,}; per consumer {r['per_consumer']}; "
-        f"pending after: {r['pending_after']}",
-        *(f"                 {line}" for line in r["consumer_logs"]),
-        f"rollups          {r['rollup_keys']:,} keys, {r['rollup_mb']:,.1f} MB (stream deleted)",
-        "",
-    ]
-    rows = [
-        [q["query"], q["buckets"], q["rows"], f"{q['best_ms']:.1f}", f"{q['median_ms']:.1f}"]
-        for q in r["queries"]
-    ]
-    lines.append(table(["QUERY", "BUCKETS", "ROWS", "BEST MS", "MEDIAN MS"], rows))
-    return "\n".join(lines)
-
-
 def add_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `audit generate` and `audit bench`."""
+    """Add `audit generate`."""
     p = actions.add_parser("generate", help="write synthetic audit records (tests, benchmarks)")
     p.add_argument("--records", type=int, required=True, metavar="N")
     p.add_argument("--out", metavar="FILE", help="JSON-lines file to write (- for stdout)")
@@ -686,16 +302,3 @@ def add_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--start", help="time of the first record (RFC 3339; default: DAYS ago)")
     p.add_argument("--days", type=float, default=7.0, help="span of the records (default: 7)")
     p.set_defaults(func=_generate)
-
-    p = actions.add_parser(
-        "bench",
-        help="benchmark: generate, roll up and query records on a throwaway redis-server",
-    )
-    p.add_argument("--records", type=int, default=1_000_000, metavar="N")
-    p.add_argument("--days", type=float, default=7.0, help="span of the records (default: 7)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--consumers", type=int, default=1, help="rollup consumers (default: 1)")
-    p.add_argument("--batch", type=int, default=2000, help="entries per batch (default: 2000)")
-    p.add_argument("--runs", type=int, default=3, help="runs of each query (default: 3)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=_bench)

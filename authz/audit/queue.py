@@ -34,9 +34,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from authz.audit.chain import ChainHead, seal
 from authz.audit.record import build_record, to_dict
-from authz.audit.sinks import AuditSink
 from authz.decision import Decision
 from authz.facts import RequestFacts
+from authz.protocols import AuditSink
 
 log = logging.getLogger("distill_guard.audit")
 

@@ -4,7 +4,8 @@
 protos/distill_guard/audit/v1/audit.proto); `to_json` is the one definition of
 the text every sink writes and every hash covers: the proto3 JSON mapping with
 the proto's own (snake_case) field names, keys sorted, no spaces. `from_json`
-reads it back.
+reads it back; `parse_fields` reads it as a plain mapping, for readers that
+only need a few fields or must survive a line that is not a record.
 """
 
 from __future__ import annotations
@@ -117,3 +118,14 @@ def to_json(record: AuditRecord) -> str:
 def from_json(text: str | bytes) -> AuditRecord:
     """Parse a record's JSON; fields of a newer schema are ignored. Raises ParseError."""
     return json_format.Parse(text, AuditRecord(), ignore_unknown_fields=True)
+
+
+def parse_fields(raw: str | bytes | None) -> dict[str, Any] | None:
+    """A record line or stream value as its JSON mapping, or None when it is not a JSON object."""
+    if raw is None:
+        return None
+    try:
+        fields = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        return None
+    return fields if isinstance(fields, dict) else None

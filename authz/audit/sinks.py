@@ -19,40 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from redis.asyncio import Redis, RedisCluster
 
 from authz.audit.chain import ChainHead
+from authz.audit.client import REDIS_SCHEMES, text
+from authz.audit.record import parse_fields
+from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.errors import ConfigError
 from authz.metering import rate_client
+from authz.protocols import AuditSink
 
-STREAM = "dg:audit"
-RECORD_FIELD = "record"
 # How far back `head` looks for this chain's last record among other writers' records.
 HEAD_SEARCH = 100_000
 _REDIS_TIMEOUT = 2.0
-_REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}
-
-
-class AuditSink(Protocol):
-    """One destination of audit records (the chain is kept by its worker, not by the sink)."""
-
-    name: str
-
-    async def head(self, chain: str) -> ChainHead | None:
-        """The last record of `chain` this sink holds, or None. Raises when unreachable."""
-
-    async def write(self, lines: Sequence[str]) -> None:
-        """Write chained records (canonical JSON, in order) durably enough to count. Raises."""
-
-    async def aclose(self) -> None:
-        """Release the file or connection."""
 
 
 class StdoutSink:
@@ -167,7 +152,7 @@ class RedisStreamSink:
                 if head is not None:
                     return head
             scanned += len(entries)
-            upper = "(" + _text(entries[-1][0])
+            upper = "(" + text(entries[-1][0])
         return None
 
     async def write(self, lines: Sequence[str]) -> None:
@@ -182,10 +167,6 @@ class RedisStreamSink:
         await self.client.aclose()
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def head_of(fields: dict[str, Any] | None, chain: str) -> ChainHead | None:
     """The head a record of `chain` leaves, or None (another chain's, or not a record)."""
     if fields is None or fields.get("chain", "") != chain:
@@ -194,17 +175,6 @@ def head_of(fields: dict[str, Any] | None, chain: str) -> ChainHead | None:
         return ChainHead.of(fields)
     except ValueError:
         return None
-
-
-def parse_fields(raw: str | bytes | None) -> dict[str, Any] | None:
-    """A record line or stream value as its JSON mapping, or None when it is not a JSON object."""
-    if raw is None:
-        return None
-    try:
-        fields = json.loads(raw)
-    except ValueError:
-        return None
-    return fields if isinstance(fields, dict) else None
 
 
 def reverse_lines(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
@@ -249,13 +219,13 @@ def _open_sink(part: str, *, store: str, stream: str, maxlen: int) -> AuditSink:
             raise ConfigError("--audit", "", f"no directory {str(path.parent)!r} for {part!r}")
         return JsonlSink(path)
     if part == "redis":
-        if urlparse(store).scheme not in _REDIS_SCHEMES:
+        if urlparse(store).scheme not in REDIS_SCHEMES:
             raise ConfigError(
                 "--audit", "", f"'redis' writes to the --store Redis, but --store is {store!r}"
             )
         client = rate_client(store, timeout=_REDIS_TIMEOUT, max_connections=4)
         return RedisStreamSink(client, name="redis", stream=stream, maxlen=maxlen)
-    if urlparse(part).scheme in _REDIS_SCHEMES:
+    if urlparse(part).scheme in REDIS_SCHEMES:
         client = rate_client(part, timeout=_REDIS_TIMEOUT, max_connections=4)
         return RedisStreamSink(client, name=_url_name(part), stream=stream, maxlen=maxlen)
     raise ConfigError(

@@ -12,8 +12,11 @@ from typing import Any
 
 import redis
 
-from authz.audit.sinks import RECORD_FIELD, parse_fields, reverse_lines
-from authz.audit.verify import add_source_arguments, redis_client
+from authz.audit.client import connect
+from authz.audit.record import parse_fields
+from authz.audit.sinks import reverse_lines
+from authz.audit.stream import RECORD_FIELD
+from authz.audit.verify import add_source_arguments
 
 _POLL = 0.5
 _COLUMNS = (
@@ -100,7 +103,7 @@ def stream_follow(client: Any, stream: str, after: str) -> Iterator[bytes]:
 
 
 def _tail(ns: argparse.Namespace) -> int:
-    client = redis_client(ns.redis) if ns.redis is not None else None
+    client = connect(ns.redis) if ns.redis is not None else None
     try:
         if client is None:
             path = Path(ns.file)

@@ -28,8 +28,9 @@ from typing import Any
 import redis
 
 from authz.audit.chain import GENESIS, record_hash
-from authz.audit.sinks import RECORD_FIELD, STREAM, parse_fields
-from authz.metering.connect import CLUSTER_SCHEMES
+from authz.audit.client import connect
+from authz.audit.record import parse_fields
+from authz.audit.stream import RECORD_FIELD, STREAM
 
 _PAGE = 1000
 
@@ -242,14 +243,6 @@ def stream_range(client: Any, stream: str, page: int = _PAGE) -> Iterator[tuple[
         lower = "(" + entries[-1][0].decode()
 
 
-def redis_client(url: str) -> Any:
-    """A synchronous client for a Redis or Redis Cluster URL (the CLI's, not the server's)."""
-    scheme = url.partition("://")[0]
-    if scheme in CLUSTER_SCHEMES:
-        return redis.RedisCluster.from_url(CLUSTER_SCHEMES[scheme] + url[len(scheme) :])
-    return redis.Redis.from_url(url)
-
-
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """--file or --redis (and --stream): where the records are."""
     source = parser.add_mutually_exclusive_group(required=True)
@@ -268,7 +261,7 @@ def _verify(ns: argparse.Namespace) -> int:
                 with open(Path(ns.file), "rb") as f:
                     problem = checker.check(file_entries(f))
         else:
-            client = redis_client(ns.redis)
+            client = connect(ns.redis)
             try:
                 if not client.exists(ns.stream):
                     print(f"error: no stream {ns.stream!r} in that Redis", file=sys.stderr)
