@@ -414,18 +414,24 @@ class Pipeline:
         upstream = governance.upstream_headers(
             state.decision_id, rules.version, state.caller, state.tier, state.model
         )
-        remove = governance.headers_to_remove(state.facts.headers, upstream)
-        if not rules.forward_key:
-            remove += tuple(h for h in rules.key_headers if h in state.facts.headers)
         return self._decision(
             state,
             Action.ALLOW,
             Reason.OK,
             rule=f"tier:{state.tier.name}",
             upstream_headers=upstream,
-            remove_headers=remove,
+            remove_headers=self._to_remove(state, upstream),
             client_headers=state.quota_headers,
         )
+
+    @staticmethod
+    def _to_remove(state: _Check, ours: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+        """What Envoy strips before the model server: forged governance headers, the key."""
+        rules, headers = state.rules, state.facts.headers
+        remove = governance.headers_to_remove(headers, ours)
+        if not rules.forward_key:
+            remove += tuple(h for h in rules.key_headers if h in headers)
+        return remove
 
     def _deny(self, state: _Check, denial: Denial) -> Decision:
         return self._decision(
@@ -480,16 +486,24 @@ class Pipeline:
         """In dry-run mode a denial is recorded as such, and the request is allowed."""
         if state.rules.mode != "dry_run" or decision.allowed:
             return decision
-        headers: tuple[tuple[str, str], ...] = (
-            (governance.DECISION_ID, state.decision_id),
-            (governance.RULES_VERSION, state.rules.version),
-            (governance.DRY_RUN_DENY, decision.reason.value),
-        )
+        if state.caller is not None and state.tier is not None:
+            # The caller is known: the model server learns who it is, as for an allow.
+            ours = governance.upstream_headers(
+                state.decision_id, state.rules.version, state.caller, state.tier, state.model
+            )
+        else:
+            # Nobody to govern by: the most conservative exposure.
+            ours = (
+                (governance.DECISION_ID, state.decision_id),
+                (governance.RULES_VERSION, state.rules.version),
+                (governance.REASONING, "none"),
+            )
+        headers = (*ours, (governance.DRY_RUN_DENY, decision.reason.value))
         return dataclasses.replace(
             decision,
             action=Action.ALLOW,
             reason=Reason.OK,
             would_deny=decision.reason,
             upstream_headers=headers,
-            remove_headers=governance.headers_to_remove(state.facts.headers, headers),
+            remove_headers=self._to_remove(state, headers),
         )

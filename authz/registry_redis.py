@@ -17,7 +17,6 @@ drops its own cache entry at once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import OrderedDict
 from typing import Any
@@ -142,18 +141,19 @@ class RedisRegistry:
         return record
 
     async def put_account(self, account: Account) -> None:
-        """Create or replace an account and rewrite its keys' copies of it."""
-        records = await self.list_keys(account.account)
+        """Create or replace an account and rewrite its keys' copies of it.
+
+        Each key record is updated by a script that replaces only its `account`
+        part, so a revocation landing meanwhile is kept.
+        """
+        account_json = json.dumps(_account_json(account))
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(PREFIX + "acct:" + account.account, json.dumps(_account_json(account)))
+            pipe.set(PREFIX + "acct:" + account.account, account_json)
             pipe.sadd(PREFIX + "accounts", account.account)
-            for r in records:
-                pipe.set(
-                    PREFIX + "key:" + r.digest,
-                    encode_record(dataclasses.replace(r, account=account)),
-                )
-                self._cache.pop(r.digest, None)
             await pipe.execute()
+        for r in await self.list_keys(account.account):
+            await self._set_account(keys=[PREFIX + "key:" + r.digest], args=[account_json])
+            self._cache.pop(r.digest, None)
 
     async def get_account(self, account_id: str) -> Account | None:
         """The account, or None."""

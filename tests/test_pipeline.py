@@ -187,8 +187,16 @@ def test_dry_run_allows_but_records_the_real_decision() -> None:
     pipeline, sink = make_pipeline(rules=rules)
     d = asyncio.run(pipeline.check(facts({"x-api-key": BOB_KEY}, body=b'{"model": "big"}')))
     assert d.allowed and d.would_deny is Reason.MODEL_NOT_ALLOWED
-    assert dict(d.upstream_headers)[DRY_RUN_DENY] == "model_not_allowed"
+    upstream = dict(d.upstream_headers)
+    assert upstream[DRY_RUN_DENY] == "model_not_allowed"
+    # The model server still learns who is calling, and never sees the key.
+    assert upstream["x-distill-account"] == "bob-dev" and upstream["x-distill-tier"] == "pro"
+    assert "x-api-key" in d.remove_headers
     assert sink.records[-1][1].would_deny is Reason.MODEL_NOT_ALLOWED
+    unknown = asyncio.run(pipeline.check(facts({"x-api-key": "dg_unknown_key_00000000"})))
+    assert unknown.allowed and unknown.would_deny is Reason.KEY_UNKNOWN
+    assert dict(unknown.upstream_headers)["x-distill-reasoning"] == "none"
+    assert "x-api-key" in unknown.remove_headers
 
 
 def test_every_decision_is_recorded_once() -> None:

@@ -179,3 +179,32 @@ def test_no_cache_reads_redis_every_time(redis_url: str) -> None:
         assert found.revoked
 
     _run(redis_url, body)
+
+
+@pytest.mark.redis
+def test_account_edit_keeps_a_revocation_made_meanwhile(redis_url: str) -> None:
+    """put_account changes only the account part of each key record: a revoke is never undone."""
+    from authz.registry_redis import PREFIX
+
+    async def run() -> KeyRecord:
+        client = Redis.from_url(redis_url)
+        registry = RedisRegistry(client, clock=ManualClock(0), cache_ttl=0)
+        acct = Account("race", "race-org", "free", Kyc.VERIFIED, "US")
+        await registry.put_account(acct)
+        await registry.add_key(KeyRecord("k_race", "d" * 64, acct))
+        # Another admin revokes while this put_account's list_keys answer is in hand.
+        original = registry.list_keys
+
+        async def list_then_revoke(account_id: str | None = None) -> list[KeyRecord]:
+            records = await original(account_id)
+            await registry.revoke_key("k_race")
+            return records
+
+        registry.list_keys = list_then_revoke  # type: ignore[method-assign]
+        await registry.put_account(Account("race", "race-org", "pro", Kyc.VERIFIED, "US"))
+        raw = await client.get(PREFIX + "key:" + "d" * 64)
+        await client.aclose()
+        return decode_record(raw)
+
+    record = asyncio.run(run())
+    assert record.revoked and record.account.tier == "pro"
