@@ -134,8 +134,15 @@ def load_accounts_file(path: Path) -> list[AccountEntry]:
     if path.suffix in {".yaml", ".yml"}:
         try:
             doc = yaml.safe_load(text)
+        except RecursionError:
+            raise ConfigError(str(path), "", "invalid YAML: nested too deeply") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(str(path), "", f"invalid YAML: {exc}") from None
+            # Name the line and the problem only: PyYAML's full message quotes the
+            # source line, which may hold a key secret.
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or "cannot parse"
+            raise ConfigError(where, "", f"invalid YAML: {problem}") from None
         if doc is None:
             doc = []
         if not isinstance(doc, list):
@@ -147,6 +154,8 @@ def load_accounts_file(path: Path) -> list[AccountEntry]:
                 continue
             try:
                 raw_entries.append((f"line {lineno}", json.loads(line)))
+            except RecursionError:
+                raise ConfigError(str(path), f"line {lineno}", "nested too deeply") from None
             except json.JSONDecodeError as exc:
                 raise ConfigError(str(path), f"line {lineno}", f"invalid JSON: {exc.msg}") from None
     entries: list[AccountEntry] = []

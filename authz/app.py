@@ -111,7 +111,11 @@ def open_stores(
 
 
 def build_app(
-    settings: Settings, *, clock: Clock | None = None, sink: DecisionSink | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sink: DecisionSink | None = None,
+    rates: RateStore | None = None,
 ) -> App:
     """Load rules and accounts and wire the pipeline. Raises ConfigError on bad files.
 
@@ -124,12 +128,14 @@ def build_app(
     audit: AuditTrail | None = None
     if sink is None:
         sink = audit = open_audit(settings)
-    dynamic, rates, client = open_stores(
+    dynamic, store_rates, client = open_stores(
         settings.store,
         clock=clock,
         timeout=settings.store_timeout,
         cache_ttl=settings.registry_cache_ttl,
     )
+    # A caller that must not count against the shared store (explain) brings its own.
+    rates = rates or store_rates
     accounts: WatchedFile[MemoryRegistry] | None = None
     registry = LayeredRegistry(None, dynamic)
     if settings.accounts is not None:

@@ -66,6 +66,8 @@ def summarize(body: bytes, *, partial: bool, limit: int) -> BodySummary:
             value = json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as exc:
             raise BodyError(f"not JSON ({exc.msg} at char {exc.pos})") from None
+        except RecursionError:
+            raise BodyError("nested too deeply") from None
         if not isinstance(value, dict):
             raise BodyError("not a JSON object")
         return BodySummary(value, complete=True)
@@ -89,6 +91,8 @@ def _prefix_members(text: str) -> dict[str, Any]:
             value, pos = _DECODER.raw_decode(text, _skip_ws(text, pos + 1))
         except json.JSONDecodeError:
             return found  # the cut, or garbage after it: what we have is all we know
+        except RecursionError:
+            raise BodyError("nested too deeply") from None
         if key in found:
             raise BodyError(f"duplicate member {key!r}")
         found[key] = value

@@ -39,7 +39,8 @@ def format_validation_error(
         problem = err["msg"].removeprefix("Value error, ")
     else:
         problem = err["msg"]
-        if "input" in err and kind not in {"model_type", "dict_type"}:
+        # Never echo a value that may be a secret (an accounts file's `secret`).
+        if "input" in err and kind not in {"model_type", "dict_type"} and "secret" not in parts:
             shown = repr(err["input"])
             problem += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     if lines:

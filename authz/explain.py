@@ -18,6 +18,7 @@ from authz.app import App, build_app
 from authz.decision import Decision
 from authz.errors import ConfigError
 from authz.facts import RequestFacts, parse_ip
+from authz.metering import MemoryRateStore
 from authz.registry import MemoryRegistry
 from authz.settings import Settings
 
@@ -40,6 +41,8 @@ async def explain(ns: argparse.Namespace) -> tuple[Decision, str]:
         asn=Path(ns.asn) if ns.asn else None,
     )
     app = build_app(settings, sink=_NoRecord())
+    # Explaining must not spend a customer's real quota: count on a private store.
+    app.pipeline._rates = MemoryRateStore()
     try:
         key = ns.key
         if ns.account:

@@ -77,27 +77,38 @@ class JurisdictionRule(StrictModel):
     action: Literal["deny", "allow", "flag"]
     shadow: bool = Field(default=False, description="Record 'would deny' but allow.")
     description: str = ""
-    tiers: list[str] | None = Field(default=None, description="Applies to these tiers only.")
-    kyc: list[Kyc] | None = Field(default=None, description="Applies to these KYC statuses.")
+    tiers: list[str] | None = Field(
+        default=None, min_length=1, description="Applies to these tiers only."
+    )
+    kyc: list[Kyc] | None = Field(
+        default=None, min_length=1, description="Applies to these KYC statuses."
+    )
     ip_country: list[CountryRef] | None = Field(
-        default=None, description="The client IP's country is one of these."
+        default=None, min_length=1, description="The client IP's country is one of these."
     )
     ip_country_not: list[CountryRef] | None = Field(
-        default=None, description="The client IP's country is none of these (unknown included)."
+        default=None,
+        min_length=1,
+        description="The client IP's country is none of these (unknown included).",
     )
     kyc_country: list[CountryRef] | None = Field(
-        default=None, description="The account's declared country is one of these."
+        default=None, min_length=1, description="The account's declared country is one of these."
     )
     country_mismatch: bool | None = Field(
         default=None,
         description="true: the IP country is known and differs from the KYC country.",
     )
-    asn: list[int] | None = Field(default=None, description="The client network's AS number.")
+    asn: list[int] | None = Field(
+        default=None, min_length=1, description="The client network's AS number."
+    )
     as_org: list[str] | None = Field(
-        default=None, description="Glob patterns on the AS organisation (case-insensitive)."
+        default=None,
+        min_length=1,
+        description="Glob patterns on the AS organisation (case-insensitive).",
     )
     address: list[AddressKind] | None = Field(
         default=None,
+        min_length=1,
         description="The address kind: public, unlisted, private, loopback or reserved.",
     )
 

@@ -93,14 +93,18 @@ class WatchedFile(Generic[T]):
         self._signature = signature
         try:
             value = self._load(self.path)
-        except ConfigError as exc:
+        except Exception as exc:
             self.failures += 1
             _failures.add(1, {"kind": self.kind})
-            self.last_error = str(exc)
+            self.last_error = (
+                str(exc)
+                if isinstance(exc, ConfigError)
+                else f"{self.path}: unexpected {type(exc).__name__}: {exc}"
+            )
             log.error(
                 "reload rejected; last good %s keep serving",
                 self.kind,
-                extra={"file": str(self.path), "error": str(exc), "failures": self.failures},
+                extra={"file": str(self.path), "error": self.last_error, "failures": self.failures},
             )
             return False
         self._value = value

@@ -198,6 +198,8 @@ def parse_rules(data: bytes, *, source: str) -> Rules:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw: Any = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(source, "", "invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source

@@ -76,3 +76,21 @@ def test_bad_entries_are_named(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_accounts_file(path)
     assert str(info.value) == f"{path}: {message}"
+
+
+def test_errors_never_quote_a_secret(tmp_path: Path) -> None:
+    """Neither a YAML syntax error nor a type error on `secret` repeats the secret."""
+    broken = tmp_path / "a.yaml"
+    broken.write_text('- account: a\n  keys:\n    - {id: k, secret: "dg_supersecret_value_1\n')
+    with pytest.raises(ConfigError) as info:
+        load_accounts_file(broken)
+    assert "dg_supersecret" not in str(info.value) and "invalid YAML" in str(info.value)
+    typed = tmp_path / "b.yaml"
+    typed.write_text(
+        "- {account: a, entity: e, tier: t, kyc: verified, country: US,\n"
+        "   keys: [{id: k, secret: 1234567890123456789}]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_accounts_file(typed)
+    assert "1234567890123456789" not in str(info.value)
+    assert "keys.0.secret" in str(info.value)

@@ -34,6 +34,14 @@ def test_complete_body_errors(body: bytes, problem: str) -> None:
         summarize(body, partial=False, limit=1024)
 
 
+@pytest.mark.parametrize("partial", [False, True])
+def test_deep_nesting_is_a_body_error(partial: bool) -> None:
+    """A body nested deeper than the parser recurses is malformed (400), not a server fault."""
+    body = b'{"m": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(BodyError, match="nested too deeply"):
+        summarize(body, partial=partial, limit=1 << 20)
+
+
 def test_partial_body_reads_members_before_the_cut() -> None:
     """A truncated body yields the members complete before the cut, and no more."""
     body = b'{"model": "frontier-2", "messages": [{"role": "user", "content": "lo'

@@ -48,6 +48,8 @@ EXPECTED = {
     "rule 'everything' has no condition; use `default` instead",
     "geo_unknown_group.yaml": "geo_unknown_group.yaml:9: jurisdiction.rules.0.ip_country_not.0: "
     "'europe' is neither a country code nor a group (groups: eu)",
+    "geo_empty_condition.yaml": "geo_empty_condition.yaml:5: jurisdiction.rules.0.as_org: "
+    "List should have at least 1 item after validation, not 0 (got [])",
     "geo_unknown_tier.yaml": "geo_unknown_tier.yaml:7: jurisdiction.rules.0.tiers.0: "
     "'gold' is not a defined tier",
 }
