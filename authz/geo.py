@@ -423,16 +423,6 @@ class GeoWatch:
     resolver: MaxMindResolver
     files: tuple[WatchedFile[GeoDatabase], ...]
 
-    def poll(self) -> bool:
-        """Reload the files that changed; True when any was swapped in."""
-        return any([f.poll() for f in self.files])  # a list: poll every file
-
-    async def watch(self, interval: float) -> None:
-        """Poll forever (cancel the task to stop)."""
-        import asyncio
-
-        await asyncio.gather(*(f.watch(interval) for f in self.files))
-
 
 def watch_resolver(country_db: Path, asn_db: Path | None = None) -> GeoWatch:
     """Load the databases behind WatchedFile, so each reloads when its file changes."""

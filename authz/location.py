@@ -28,6 +28,3 @@ class Location:
     country: str | None = None
     asn: int | None = None
     as_org: str | None = None
-
-
-UNLOCATED = Location(AddressKind.UNLISTED)

@@ -1,8 +1,7 @@
 """JSON logs, one object per line.
 
-Secrets never reach a log record: the key itself is never put in one, and
-`redact` is the one place that scrubs header maps before they are logged.
-Decisions are not logged here: they are audit records (authz.audit).
+Secrets never reach a log record: no code path logs a header map, a key or a
+body. Decisions are not logged here: they are audit records (authz.audit).
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -18,7 +16,6 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "asctime",
     "taskName",
 }
-SENSITIVE_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,8 +44,3 @@ def configure(level: str = "info", stream: object = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def redact(headers: Mapping[str, str]) -> dict[str, str]:
-    """A copy of a header map with credentials replaced."""
-    return {k: ("[redacted]" if k in SENSITIVE_HEADERS else v) for k, v in headers.items()}

@@ -213,7 +213,17 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_now)
-    await server.start()
-    await stop.wait()
+    # Start-up waits for the stores (retrying forever); a SIGTERM meanwhile must still
+    # stop the process rather than wait for Redis to come back.
+    starting = asyncio.create_task(server.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+    else:
+        starting.result()  # a start-up error (a busy port) ends the process here
+        await stopping
+    stopping.cancel()
     log.info("shutting down", extra={"grace": settings.grace})
     await server.stop()

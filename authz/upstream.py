@@ -12,7 +12,6 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -186,8 +185,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="do not log each request")
     p.set_defaults(func=_run)
-
-
-def echo_summary(headers: Mapping[str, list[str]]) -> str:
-    """One line per governance header, for humans."""
-    return "\n".join(f"{k}: {', '.join(v)}" for k, v in sorted(headers.items()))

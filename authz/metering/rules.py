@@ -289,6 +289,3 @@ def compile_limits(rules: LimitRules) -> CompiledLimits:
         headers_remaining=rules.headers == "remaining",
         default_output_tokens=rules.token_estimate.default_output,
     )
-
-
-NO_LIMITS = CompiledLimits()
