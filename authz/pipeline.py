@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import re
 import secrets
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from authz.jurisdiction import Subject, evaluate
 from authz.keys import KeyHasher, KeyProblem, extract_key
 from authz.location import Location
 from authz.metering import StoreUnavailable, allowed_headers, denied_headers, describe, plan_request
+from authz.metering.tokens import CHARS_PER_TOKEN
 from authz.protocols import (
     Clock,
     DecisionSink,
@@ -297,7 +299,9 @@ class Pipeline:
                 f"tier {tier.name!r} may not call model {state.model!r}",
                 rule=f"{rule}:models",
             )
-        if state.model is None and tier.restricts_models and self._has_body(facts):
+        # A tier that limits or meters by model must know the model of every body.
+        names_models = tier.restricts_models or bool(tier.limits.models)
+        if state.model is None and names_models and self._has_body(facts):
             return Denial(
                 Reason.MODEL_UNREADABLE,
                 "the request body does not name a model",
@@ -357,6 +361,7 @@ class Pipeline:
             entity=account.entity,
             model=state.model,
             body_fields=state.body_fields,
+            min_tokens=self._cut_body_tokens(state.facts),
         )
         try:
             result = await self._rates.hit(plan, state.now)
@@ -402,6 +407,15 @@ class Pipeline:
             )
         state.model = model
         return None
+
+    @staticmethod
+    def _cut_body_tokens(facts: RequestFacts) -> int:
+        """Input tokens a body seen only in part carries at least, from its full size."""
+        if not facts.body_partial:
+            return 0
+        length = facts.headers.get("content-length", "").strip()
+        size = max(len(facts.body or b""), int(length) if length.isdigit() else 0)
+        return math.ceil(size / CHARS_PER_TOKEN)
 
     @staticmethod
     def _has_body(facts: RequestFacts) -> bool:

@@ -216,3 +216,29 @@ def test_unverified_allowed_on_open_tier() -> None:
     """An unverified account may use a tier that allows unverified accounts."""
     d = decide({"x-api-key": CAROL_KEY}, body=b'{"model": "small-1"}')
     assert d.allowed and d.caller is not None and d.caller.account.kyc is Kyc.UNVERIFIED
+
+
+def test_cut_bodies_are_charged_by_size_and_must_name_a_model() -> None:
+    """A body Envoy cut short is charged at least its full size in tokens; a tier with
+    model limits refuses one whose model is not before the cut."""
+    rules = StaticRules.of(
+        "tiers:\n  pro:\n    limits:\n"
+        "      account: {requests: {1m: 100}, tokens: {1d: 1000000}}\n"
+        "      models: {'frontier-*': {account: {requests: {1m: 5}}}}\n"
+    )
+    pipeline, _ = make_pipeline(rules=rules)
+    size = "400000"
+    cut = facts(
+        {"x-api-key": BOB_KEY, "content-length": size},
+        body=b'{"model": "small-1", "max_tokens": 1, "messages": [{"content": "' + b"x" * 1000,
+        partial=True,
+    )
+    d = asyncio.run(pipeline.check(cut))
+    assert d.allowed and d.estimated_tokens >= 400000 // 4
+    no_model = facts(
+        {"x-api-key": BOB_KEY, "content-length": size},
+        body=b'{"messages": [{"content": "' + b"x" * 1000,
+        partial=True,
+    )
+    d = asyncio.run(pipeline.check(no_model))
+    assert d.reason is Reason.MODEL_UNREADABLE

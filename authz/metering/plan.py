@@ -145,9 +145,15 @@ def plan_request(
     entity: str,
     model: str | None,
     body_fields: Mapping[str, Any],
+    min_tokens: int = 0,
 ) -> Plan:
-    """The plan of a request whose body has these top-level members (may be empty)."""
-    tokens = estimate_tokens(body_fields, default_output=limits.default_output_tokens).total
+    """The plan of a request whose body has these top-level members (may be empty).
+
+    `min_tokens` is a floor for bodies the boundary saw only in part: their
+    members past the cut cannot be counted, their size still can.
+    """
+    estimate = estimate_tokens(body_fields, default_output=limits.default_output_tokens).total
+    tokens = max(estimate, min_tokens)
     return build_plan(limits, account=account, entity=entity, model=model, tokens=tokens)
 
 
