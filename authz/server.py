@@ -24,7 +24,9 @@ log = logging.getLogger("distill_guard.server")
 
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 # Leave this much of Envoy's deadline for the answer to travel back.
-_DEADLINE_MARGIN = 0.005
+_DEADLINE_MARGIN = 0.01
+# ...and a tenth of the time left, so a loaded machine still gets the answer back in time.
+_DEADLINE_SHARE = 0.1
 _MAX_CHECK_REQUEST_BYTES = 16 << 20
 
 
@@ -45,7 +47,8 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         budget = self._budget
         remaining = context.time_remaining()
         if remaining is not None:
-            budget = max(0.0, min(budget, remaining - _DEADLINE_MARGIN))
+            margin = max(_DEADLINE_MARGIN, remaining * _DEADLINE_SHARE)
+            budget = max(0.0, min(budget, remaining - margin))
         facts = edge.facts_from_check_request(request)
         # Envoy's tracer sends its ext_authz span's context as gRPC metadata; the
         # request's own headers are the fallback (a tracing proxy before Envoy).
