@@ -25,6 +25,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from authz.accounts import Account, KeyRecord, Kyc
 from authz.protocols import Clock
+from authz.redistext import text
 
 PREFIX = "dg:reg:"
 
@@ -175,7 +176,7 @@ class RedisRegistry:
         digest = await self._redis.get(PREFIX + "id:" + key_id)
         if digest is None:
             return None
-        digest = _text(digest)
+        digest = text(digest)
         raw = await self._revoke(keys=[PREFIX + "key:" + digest])
         self._cache.pop(digest, None)
         return None if raw is None else decode_record(raw)
@@ -183,23 +184,19 @@ class RedisRegistry:
     async def list_keys(self, account_id: str | None = None) -> list[KeyRecord]:
         """All keys, or one account's, ordered by key id."""
         if account_id is None:
-            accounts = sorted(_text(a) for a in await self._redis.smembers(PREFIX + "accounts"))
+            accounts = sorted(text(a) for a in await self._redis.smembers(PREFIX + "accounts"))
         else:
             accounts = [account_id]
         async with self._redis.pipeline(transaction=False) as pipe:
             for acct in accounts:
                 pipe.smembers(PREFIX + "acct-keys:" + acct)
-            ids = sorted(_text(i) for members in await pipe.execute() for i in members)
+            ids = sorted(text(i) for members in await pipe.execute() for i in members)
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id in ids:
                 pipe.get(PREFIX + "id:" + key_id)
             digests = [d for d in await pipe.execute() if d is not None]
         async with self._redis.pipeline(transaction=False) as pipe:
             for digest in digests:
-                pipe.get(PREFIX + "key:" + _text(digest))
+                pipe.get(PREFIX + "key:" + text(digest))
             raws = await pipe.execute()
         return [decode_record(raw) for raw in raws if raw is not None]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -53,8 +53,3 @@ def add_redis_argument(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"Redis holding the audit stream and rollups (default: ${ENV_PREFIX}STORE)",
     )
-
-
-def text(value: bytes | str | None) -> str:
-    """A reply (bytes, unless the client decodes responses) as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.audit.client import Client, text
+from authz.audit.client import Client
 from authz.audit.rollup_keys import (
     ASN_ORG_KEY,
     DIMENSIONS,
@@ -24,6 +24,7 @@ from authz.audit.rollup_keys import (
     total_key,
 )
 from authz.audit.window import QueryError, Window, rfc3339
+from authz.redistext import text
 
 TMP_PREFIX = "{dg:audit}:tmp"  # same slot as the rollups (Cluster)
 # The breakdowns of an account's activity, by the prefix of their fields in its hash.

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.audit.client import Client, text
+from authz.audit.client import Client
 from authz.audit.rollup_batch import RollupBatch, chunked
 from authz.audit.rollup_keys import STATS_KEY, WAL_INDEX_KEY, WAL_PREFIX, Retention
 from authz.audit.rollup_scripts import APPLY_CHUNK_LUA, TAKE_LUA
 from authz.audit.stream import STREAM
 from authz.clock import SystemClock
 from authz.protocols import Clock
+from authz.redistext import text
 
 log = logging.getLogger("authz.audit.rollup")
 

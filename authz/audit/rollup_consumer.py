@@ -17,13 +17,14 @@ from typing import Any, cast
 
 import redis
 
-from authz.audit.client import Client, text
+from authz.audit.client import Client
 from authz.audit.record import parse_fields
 from authz.audit.roller import Roller, RollupStats
 from authz.audit.rollup_keys import Retention
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.clock import SystemClock
 from authz.protocols import Clock
+from authz.redistext import text
 
 log = logging.getLogger("authz.audit.rollup")
 _RECORD_KEY = RECORD_FIELD.encode()  # entries come back with bytes keys

@@ -28,12 +28,13 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis, RedisCluster
 
 from authz.audit.chain import ChainHead
-from authz.audit.client import REDIS_SCHEMES, text
+from authz.audit.client import REDIS_SCHEMES
 from authz.audit.record import parse_fields
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.errors import ConfigError
 from authz.metering import rate_client
 from authz.protocols import AuditSink
+from authz.redistext import text
 
 # How far back `head` looks for this chain's last record among other writers' records.
 HEAD_SEARCH = 100_000

@@ -20,6 +20,7 @@ from authz.metering import lua
 from authz.metering.plan import Plan, SlotGroup
 from authz.metering.result import ALLOWED, MeterResult, assess, to_result
 from authz.metering.window import VOLUME_TTL_MS, CounterView, VolumeView, counter_ttl_ms, to_ms
+from authz.redistext import text
 
 log = logging.getLogger("distill_guard.metering")
 
@@ -73,10 +74,6 @@ def _int(value: object) -> int:
     raise TypeError(f"unexpected reply {value!r}")
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[object]) -> _Reply:
     """Views of one HIT reply (see lua.HIT for its layout)."""
     views: list[CounterView] = []
@@ -90,7 +87,7 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
     for _ in group.volumes:
         hour, count, mean, var = reply[pos : pos + 4]
         pos += 4
-        mean_text, var_text = _text(mean), _text(var)
+        mean_text, var_text = text(mean), text(var)
         volumes.append(
             VolumeView(
                 _int(hour), _int(count), float(mean_text) if mean_text else None, float(var_text)
