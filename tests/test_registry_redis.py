@@ -186,8 +186,7 @@ def test_account_edit_keeps_a_revocation_made_meanwhile(redis_url: str) -> None:
     """put_account changes only the account part of each key record: a revoke is never undone."""
     from authz.registry_redis import PREFIX
 
-    async def run() -> KeyRecord:
-        client = Redis.from_url(redis_url)
+    async def body(client: Redis) -> None:
         registry = RedisRegistry(client, clock=ManualClock(0), cache_ttl=0)
         acct = Account("race", "race-org", "free", Kyc.VERIFIED, "US")
         await registry.put_account(acct)
@@ -202,9 +201,7 @@ def test_account_edit_keeps_a_revocation_made_meanwhile(redis_url: str) -> None:
 
         registry.list_keys = list_then_revoke  # type: ignore[method-assign]
         await registry.put_account(Account("race", "race-org", "pro", Kyc.VERIFIED, "US"))
-        raw = await client.get(PREFIX + "key:" + "d" * 64)
-        await client.aclose()
-        return decode_record(raw)
+        record = decode_record(await client.get(PREFIX + "key:" + "d" * 64))
+        assert record.revoked and record.account.tier == "pro"
 
-    record = asyncio.run(run())
-    assert record.revoked and record.account.tier == "pro"
+    _run(redis_url, body)
