@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from authz.errors import ConfigError
 from authz.geo import GeoWatch, NoDatabaseResolver, watch_resolver
 from authz.keys import KeyHasher
 from authz.metering import MemoryRateStore, open_rate_store, rate_client
-from authz.pipeline import Pipeline
+from authz.pipeline import Pipeline, new_decision_id
 from authz.protocols import Clock, DecisionSink, KeyRegistry, RateStore
 from authz.registry import LayeredRegistry, MemoryRegistry, load_file_registry
 from authz.registry_redis import RedisRegistry
@@ -116,11 +117,12 @@ def build_app(
     clock: Clock | None = None,
     sink: DecisionSink | None = None,
     rates: RateStore | None = None,
+    ids: Callable[[], str] = new_decision_id,
 ) -> App:
     """Load rules and accounts and wire the pipeline. Raises ConfigError on bad files.
 
     Decisions go to `sink` when given (replay, explain), else to the audit trail
-    `--audit` configures.
+    `--audit` configures; `ids` mints decision ids (replay numbers them).
     """
     clock = clock or SystemClock()
     hasher = KeyHasher(settings.pepper())
@@ -160,6 +162,7 @@ def build_app(
         clock=clock,
         sink=sink,
         max_body_bytes=settings.max_body_bytes,
+        ids=ids,
     )
     return App(pipeline, rules, registry, hasher, clock, rates, accounts, geo, client, audit)
 

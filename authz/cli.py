@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.audit_cli",
     "authz.health_cli",
     "authz.tls",
+    "authz.replay.cli",
 )
 
 

@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from authz.decision import Decision
-from authz.facts import RequestFacts, parse_ip
+from authz.facts import PARTIAL_BODY_HEADER, RequestFacts, parse_ip
 
 _OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _RPC_CODE = {
@@ -20,7 +20,6 @@ _RPC_CODE = {
     429: code_pb2.RESOURCE_EXHAUSTED,
     503: code_pb2.UNAVAILABLE,
 }
-PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 
 def facts_from_check_request(req: external_auth_pb2.CheckRequest) -> RequestFacts:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Envoy adds this header to the CheckRequest when it buffered only part of the body.
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,9 @@ class RequestFacts:
     malformed: str = field(default="")
 
 
+# Clients and proxies repeat: parsing an address costs more than the rest of
+# the client-address logic, and the parsed values are immutable.
+@functools.lru_cache(maxsize=16384)
 def parse_ip(text: str) -> IPAddress | None:
     """Parse an address as Envoy prints it; IPv4-mapped IPv6 becomes IPv4."""
     try:

@@ -152,6 +152,7 @@ class Pipeline:
         clock: Clock,
         sink: DecisionSink,
         max_body_bytes: int = 1 << 20,
+        ids: Callable[[], str] = new_decision_id,
     ) -> None:
         self._rules = rules
         self._registry = registry
@@ -161,6 +162,7 @@ class Pipeline:
         self._clock = clock
         self._sink = sink
         self._max_body_bytes = max_body_bytes
+        self._ids = ids  # replay numbers its decisions, so its output is reproducible
 
     async def check(
         self, facts: RequestFacts, *, budget: float | None = None, explain: bool = False
@@ -172,7 +174,7 @@ class Pipeline:
         With `explain`, the decision carries the chain of rules that produced it.
         """
         rules = self._rules.current()
-        state = _Check(facts, rules, self._clock.now(), new_decision_id())
+        state = _Check(facts, rules, self._clock.now(), self._ids())
         if explain:
             state.trace = [("rules", f"version {rules.version} from {rules.source}")]
         try:

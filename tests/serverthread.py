@@ -11,6 +11,7 @@ from typing import IO, Any, TypeVar
 
 from authz.app import App, build_app
 from authz.geobuild import demo_database
+from authz.protocols import Clock
 from authz.server import Server
 from authz.settings import Settings
 from tests.fakes import DEMO_ACCOUNTS, DEMO_RULES
@@ -21,11 +22,17 @@ T = TypeVar("T")
 class ServerThread:
     """Owns an event loop thread running one Server; sync tests talk to it over gRPC."""
 
-    def __init__(self, settings: Settings, customize: Callable[[App], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        customize: Callable[[App], None] | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        app = build_app(settings)
+        app = build_app(settings, clock=clock)
         if customize is not None:
             customize(app)
         self.app = app

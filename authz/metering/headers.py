@@ -15,6 +15,7 @@ Names are lower case, as HTTP/2 and Envoy carry them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from authz.metering.result import LimitState, MeterResult
@@ -25,6 +26,7 @@ RATELIMIT = "ratelimit"
 TOKEN_BUDGET = "x-distill-token-budget"
 
 
+@functools.lru_cache(maxsize=4096)  # policy names: a small, fixed set per rules version
 def sf_string(text: str) -> str:
     """A Structured Field String: quoted, with backslash and quote escaped, ASCII only."""
     printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)

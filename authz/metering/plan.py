@@ -161,14 +161,50 @@ def build_plan(
     limits: CompiledLimits, *, account: str, entity: str, model: str | None, tokens: int
 ) -> Plan:
     """The counters and watches of one request (pure; no clock: keys do not depend on time)."""
+    key = (id(limits), account, entity, model)
+    cached = _shapes.get(key)
+    if cached is None or cached[0] is not limits:
+        if len(_shapes) >= _MAX_SHAPES:
+            _shapes.clear()
+        cached = _shapes[key] = (limits, _shape(limits, account, entity, model))
+    counters, charges_tokens, volumes = cached[1]
+    if charges_tokens:
+        # Token counters cost the estimate; none is charged when there is nothing to
+        # charge (an exhausted budget must not refuse a free request).
+        counters = tuple(
+            c
+            if c.kind == "requests"
+            else Counter(c.name, c.scope, c.kind, c.window, c.limit, c.throttled, tokens, c.key)
+            for c in counters
+            if c.kind == "requests" or tokens > 0
+        )
+    return Plan(
+        counters=counters,
+        volumes=volumes,
+        on_store_failure=limits.on_store_failure,
+        fail_open_fraction=limits.fail_open_fraction,
+        tokens=tokens,
+    )
+
+
+# The counters of an (account, entity, model) under one CompiledLimits depend on
+# nothing else: building names and keys is most of a plan's cost, so keep them.
+_MAX_SHAPES = 65536
+_shapes: dict[
+    tuple[int, str, str, str | None],
+    tuple[CompiledLimits, tuple[tuple[Counter, ...], bool, tuple[VolumeWatch, ...]]],
+] = {}
+
+
+def _shape(
+    limits: CompiledLimits, account: str, entity: str, model: str | None
+) -> tuple[tuple[Counter, ...], bool, tuple[VolumeWatch, ...]]:
+    """Every counter a request of this caller and model touches (token costs left at 0)."""
     anomaly = limits.anomaly
     throttle = anomaly.throttle_factor if anomaly and anomaly.action == "throttle" else 1.0
     counters: list[Counter] = []
 
     def add(scope: Scope, scope_id: str, wl: WindowLimit, pattern: str | None) -> None:
-        cost = 1 if wl.kind == "requests" else tokens
-        if cost <= 0:
-            return  # nothing to charge; an exhausted budget must not refuse a free request
         counters.append(
             Counter(
                 name=policy_name(scope, wl, pattern),
@@ -177,7 +213,7 @@ def build_plan(
                 window=wl.window,
                 limit=wl.limit,
                 throttled=scaled(wl.limit, throttle),
-                cost=cost,
+                cost=1 if wl.kind == "requests" else 0,
                 key=counter_key(scope, scope_id, wl.kind, wl.window, pattern),
             )
         )
@@ -199,10 +235,4 @@ def build_plan(
             VolumeWatch("volume_spike_account", "account", volume_key("account", account), anomaly),
             VolumeWatch("volume_spike_entity", "entity", volume_key("entity", entity), anomaly),
         )
-    return Plan(
-        counters=tuple(counters),
-        volumes=volumes,
-        on_store_failure=limits.on_store_failure,
-        fail_open_fraction=limits.fail_open_fraction,
-        tokens=tokens,
-    )
+    return tuple(counters), any(c.kind == "tokens" for c in counters), volumes

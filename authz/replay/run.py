@@ -1,0 +1,265 @@
+"""Replay: traffic through the server's own pipeline, on a clock read from the traffic.
+
+Each record becomes the RequestFacts the gRPC edge would build
+(`traffic.as_envoy_sees_it`), the clock is set to the record's `ts`, and the
+pipeline `authz.app.build_app` wires for `serve` decides. Decision ids are
+numbered from the traffic's line numbers, so the same inputs give the same
+bytes out. With `compare`, a second pipeline on the old rules decides the same
+requests (on a private memory store) and changed decisions are counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from authz import governance
+from authz.app import App, build_app
+from authz.clock import ManualClock
+from authz.decision import Decision
+from authz.errors import ConfigError
+from authz.facts import RequestFacts
+from authz.metering import MemoryRateStore
+from authz.replay.traffic import BadLine, TrafficRecord, as_envoy_sees_it, read_traffic
+from authz.settings import Settings
+
+# Reasoning exposure, least to most.
+EXPOSURE_RANK = {"none": 0, "summary": 1, "full": 2}
+# Bad lines kept with their problem for the summary (all are counted).
+KEEP_BAD_LINES = 20
+
+
+class _Discard:
+    """Replay's decisions go to the output file, not to an audit trail."""
+
+    def record(self, facts: RequestFacts, decision: Decision) -> None:
+        """Nothing to do: the caller writes the decision."""
+
+
+@dataclass
+class Summary:
+    """What a replay saw: counts by action, reason and tier; skipped lines; changes."""
+
+    requests: int = 0
+    by_action: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_tier: Counter[str] = field(default_factory=Counter)
+    by_tier_action: Counter[tuple[str, str]] = field(default_factory=Counter)
+    bad_lines: int = 0
+    bad_examples: list[BadLine] = field(default_factory=list)
+    time_went_back: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    compared: bool = False
+    changed: int = 0
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    changed_by_tier: Counter[str] = field(default_factory=Counter)
+    change_examples: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON object."""
+        out: dict[str, Any] = {
+            "requests": self.requests,
+            "by_action": dict(sorted(self.by_action.items())),
+            "by_reason": dict(self.by_reason.most_common()),
+            "by_tier": {
+                tier: {
+                    "requests": n,
+                    **{
+                        action: self.by_tier_action[tier, action]
+                        for action in sorted(self.by_action)
+                        if self.by_tier_action[tier, action]
+                    },
+                }
+                for tier, n in sorted(self.by_tier.items())
+            },
+            "skipped_lines": self.bad_lines,
+            "skipped_examples": [{"line": b.line, "problem": b.problem} for b in self.bad_examples],
+            "time_went_back": self.time_went_back,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+        }
+        if self.compared:
+            out["compare"] = {
+                "changed": self.changed,
+                "transitions": [
+                    {"old": old, "new": new, "requests": n, "lines": self.change_examples[old, new]}
+                    for (old, new), n in self.transitions.most_common()
+                ],
+                "changed_by_tier": dict(sorted(self.changed_by_tier.items())),
+            }
+        return out
+
+
+def outcome(row: dict[str, Any]) -> str:
+    """A decision in one word pair, for comparing: `allow full`, `deny rate_limited`."""
+    if row["action"] == "allow":
+        return f"allow {row['exposure'] or '-'}" + (" restricted" if row["restricted"] else "")
+    return f"deny {row['reason']}"
+
+
+class Replayer:
+    """Decides traffic records one by one with the server's pipeline."""
+
+    def __init__(self, settings: Settings, *, rates_private: bool = False) -> None:
+        self.clock = ManualClock()
+        self._line = 0
+        self.app: App = build_app(
+            settings,
+            clock=self.clock,
+            sink=_Discard(),
+            rates=MemoryRateStore() if rates_private else None,
+            ids=self._decision_id,
+        )
+        self._max_body = settings.max_body_bytes
+
+    def _decision_id(self) -> str:
+        return f"replay-{self._line:09d}"
+
+    async def ready(self, *, allow_used_store: bool) -> None:
+        """Check the store answers and, unless allowed, that it holds no counters yet.
+
+        Replaying into a store that holds live or earlier counters would both
+        change the replay's answers and spend real customers' quotas.
+        """
+        redis = self.app.redis
+        if redis is None:
+            return
+        try:
+            size = int(await redis.dbsize())
+        except Exception as exc:
+            raise ConfigError("--store", "", f"cannot reach the store: {exc}") from None
+        if size and not allow_used_store:
+            raise ConfigError(
+                "--store",
+                "",
+                f"the store already holds {size} keys; replay needs an empty database "
+                "(it would count into live quotas). Pass --reuse-store to replay anyway.",
+            )
+
+    async def decide(self, record: TrafficRecord) -> Decision:
+        """The decision for one record, at the record's time."""
+        self._line = record.line
+        self.clock.set(record.ts)
+        facts = as_envoy_sees_it(
+            record, max_body_bytes=self._max_body, request_id=f"replay-{record.line}"
+        )
+        return await self.app.pipeline.check(facts)
+
+    def row(self, record: TrafficRecord, decision: Decision) -> dict[str, Any]:
+        """The output line for one decision."""
+        account = decision.caller.account if decision.caller is not None else None
+        headers = dict(decision.upstream_headers)
+        exposure = headers.get(governance.REASONING) if decision.allowed else None
+        tier = self.app.rules.current().tiers.get(account.tier) if account else None
+        restricted = bool(
+            exposure is not None
+            and tier is not None
+            and EXPOSURE_RANK.get(exposure, 0) < EXPOSURE_RANK.get(tier.reasoning, 0)
+        )
+        location = decision.location
+        return {
+            "i": record.line,
+            "ts": record.ts,
+            "account": account.account if account else None,
+            "entity": account.entity if account else None,
+            "tier": account.tier if account else None,
+            "model": decision.model,
+            "action": decision.action.value,
+            "status": decision.status,
+            "reason": decision.reason.value,
+            "rule": decision.rule,
+            "exposure": exposure,
+            "restricted": restricted,
+            "headers": headers,
+            "signals": {
+                "country": location.country if location else None,
+                "asn": location.asn if location else None,
+                "flags": list(decision.flags),
+                "shadow": list(decision.shadow_denies),
+                "would_deny": decision.would_deny.value if decision.would_deny else None,
+                "tokens": decision.estimated_tokens,
+            },
+        }
+
+    async def close(self) -> None:
+        """Release the stores."""
+        await self.app.close()
+
+
+Progress = Callable[[int, int], None]  # (bytes read, requests decided)
+
+
+async def replay(
+    settings: Settings,
+    traffic: IO[bytes],
+    out: IO[str],
+    *,
+    compare_rules: Path | None = None,
+    allow_used_store: bool = False,
+    progress: Progress | None = None,
+) -> Summary:
+    """Replay a traffic stream into `out`, one JSON line per request; the summary."""
+    summary = Summary(compared=compare_rules is not None)
+    new = Replayer(settings)
+    # The old rules decide on a private memory store, so the two never share counters.
+    old = None
+    if compare_rules is not None:
+        old = Replayer(dataclasses.replace(settings, rules=compare_rules), rates_private=True)
+    try:
+        await new.ready(allow_used_store=allow_used_store)
+        for item in read_traffic(traffic):
+            if isinstance(item, BadLine):
+                summary.bad_lines += 1
+                if len(summary.bad_examples) < KEEP_BAD_LINES:
+                    summary.bad_examples.append(item)
+                continue
+            row = new.row(item, await new.decide(item))
+            if old is not None:
+                was = old.row(item, await old.decide(item))
+                if outcome(was) != outcome(row):
+                    row["was"] = {k: was[k] for k in _COMPARED}
+                    _count_change(summary, row, was)
+            _count(summary, row)
+            out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+            out.write("\n")
+            if progress is not None and summary.requests % 1024 == 0:
+                progress(traffic.tell() if traffic.seekable() else 0, summary.requests)
+    finally:
+        await new.close()
+        if old is not None:
+            await old.close()
+    return summary
+
+
+_COMPARED = ("action", "status", "reason", "rule", "exposure", "restricted")
+
+
+def _count(summary: Summary, row: dict[str, Any]) -> None:
+    summary.requests += 1
+    ts = row["ts"]
+    if summary.last_ts is not None and ts < summary.last_ts:
+        summary.time_went_back += 1
+    if summary.first_ts is None:
+        summary.first_ts = ts
+    summary.last_ts = ts if summary.last_ts is None else max(ts, summary.last_ts)
+    summary.by_action[row["action"]] += 1
+    summary.by_reason[row["reason"]] += 1
+    tier = row["tier"] or "(no tier)"
+    summary.by_tier[tier] += 1
+    summary.by_tier_action[tier, row["action"]] += 1
+
+
+def _count_change(summary: Summary, row: dict[str, Any], was: dict[str, Any]) -> None:
+    key = (outcome(was), outcome(row))
+    summary.changed += 1
+    summary.transitions[key] += 1
+    summary.changed_by_tier[row["tier"] or "(no tier)"] += 1
+    lines = summary.change_examples.setdefault(key, [])
+    if len(lines) < 5:
+        lines.append(row["i"])
