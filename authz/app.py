@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis, RedisCluster
 
 from authz.audit.queue import AuditTrail
+from authz.audit.record import ContentPolicy, KeyHeaders
 from authz.audit.sinks import open_sinks
 from authz.clock import SystemClock
 from authz.errors import ConfigError
@@ -129,7 +130,7 @@ def build_app(
     rules = WatchedFile(settings.rules, load_rules, kind="rules")
     audit: AuditTrail | None = None
     if sink is None:
-        sink = audit = open_audit(settings)
+        sink = audit = open_audit(settings, key_headers=lambda: rules.current().key_headers)
     dynamic, store_rates, client = open_stores(
         settings.store,
         clock=clock,
@@ -167,12 +168,21 @@ def build_app(
     return App(pipeline, rules, registry, hasher, clock, rates, accounts, geo, client, audit)
 
 
-def open_audit(settings: Settings) -> AuditTrail:
+def open_audit(settings: Settings, *, key_headers: KeyHeaders = tuple) -> AuditTrail:
     """The audit trail `--audit` describes (its tasks start with `App.start_background`)."""
     sizes = {"--audit-queue": settings.audit_queue, "--audit-backlog": settings.audit_backlog}
     for flag, value in sizes.items():
         if value < 1:
             raise ConfigError(flag, "", f"must be at least 1 (got {value})")
+    if settings.audit_request_content_bytes < 0:
+        raise ConfigError(
+            "--audit-request-content-bytes",
+            "",
+            f"must be at least 0 (got {settings.audit_request_content_bytes})",
+        )
+    content = None
+    if settings.audit_request_content:
+        content = ContentPolicy(settings.audit_request_content_bytes, key_headers=key_headers)
     sinks = open_sinks(
         settings.audit,
         store=settings.store,
@@ -185,6 +195,7 @@ def open_audit(settings: Settings) -> AuditTrail:
         queue_size=settings.audit_queue,
         backlog=settings.audit_backlog,
         grace=settings.grace,
+        content=content,
     )
 
 

@@ -11,6 +11,7 @@ import importlib
 ACTIONS: tuple[str, ...] = (
     "authz.audit.verify",
     "authz.audit.tail",
+    "authz.audit.export",
     "authz.audit.rollup",
     "authz.audit.query_cli",
     "authz.audit.gen_audit",
@@ -20,7 +21,7 @@ ACTIONS: tuple[str, ...] = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `audit` and its actions."""
-    audit = sub.add_parser("audit", help="verify, tail and query the audit trail")
+    audit = sub.add_parser("audit", help="verify, tail, query and export the audit trail")
     actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     for name in ACTIONS:
         importlib.import_module(name).add_parsers(actions)

@@ -46,6 +46,8 @@ class Settings:
     audit_stream_maxlen: int = 10_000_000
     audit_queue: int = 10_000
     audit_backlog: int = 100_000
+    audit_request_content: bool = False
+    audit_request_content_bytes: int = 65_536
 
     def pepper(self) -> bytes | None:
         """The key pepper (HMAC secret), if one is configured."""
@@ -92,7 +94,20 @@ _HELP = {
     "audit_stream_maxlen": "approximate number of entries the audit stream keeps",
     "audit_queue": "decisions the audit queue holds; more are dropped and counted",
     "audit_backlog": "records each failing audit sink holds while it retries",
+    "audit_request_content": "keep each request's headers (minus keys and cookies), path and "
+    "body in its audit record, for replay; prompts are personal data (docs/audit.md)",
+    "audit_request_content_bytes": "bytes of a request body an audit record keeps at most "
+    "(with --audit-request-content)",
 }
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"{text!r} is not a boolean")
+    return value in _TRUE
 
 
 def _converter(f: Field[object]) -> Callable[[str], object]:
@@ -103,6 +118,8 @@ def _converter(f: Field[object]) -> Callable[[str], object]:
         return float
     if kind == "int":
         return int
+    if kind == "bool":
+        return _boolean
     return str
 
 
@@ -122,13 +139,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             except ValueError:
                 parser.error(f"{env}={from_env!r} is not a valid {f.type}")
         shown = "" if f.default in (MISSING, None, "") else f"; default {f.default}"
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP[f.name]} [env {env}{shown}]"
+        if convert is _boolean:
+            # A switch: --name turns it on, --no-name off (over the environment).
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=help_text,
+            )
+            continue
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
+            flag,
             dest=f.name,
             type=convert,
             default=default,
             required=f.default is MISSING and from_env is None,
-            help=f"{_HELP[f.name]} [env {env}{shown}]",
+            help=help_text,
         )
 
 

@@ -15,6 +15,11 @@ When the backlog is full, new records for that sink are dropped and counted
 
 `close` drains the queue and the backlogs within the grace period; records
 still unwritten then are counted (reason `shutdown`) and logged.
+
+With a ContentPolicy (--audit-request-content) records also keep the request
+itself. The queue holds the RequestFacts it was given either way (no copy on
+the request path); the body is cut and copied only when the drain builds the
+record.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from authz.audit.chain import ChainHead, seal
-from authz.audit.record import build_record, to_dict
+from authz.audit.record import ContentPolicy, build_record, to_dict
 from authz.decision import Decision
 from authz.facts import RequestFacts
 from authz.protocols import AuditSink
@@ -290,8 +295,10 @@ class AuditTrail:
         queue_size: int = 10_000,
         backlog: int = 100_000,
         grace: float = 5.0,
+        content: ContentPolicy | None = None,
     ) -> None:
         self.sinks = list(sinks)
+        self.content = content
         # A small queue gets small batches: a slow sink may lag a batch, not a whole BATCH.
         self._batch = max(1, min(BATCH, queue_size))
         self.workers = [
@@ -359,10 +366,10 @@ class AuditTrail:
                 worker.offer(bodies)
             await asyncio.gather(*(w.settled() for w in self.workers))
 
-    @staticmethod
-    def _build(p: _Pending) -> dict[str, Any] | None:
+    def _build(self, p: _Pending) -> dict[str, Any] | None:
         try:
-            return to_dict(build_record(p.facts, p.decision, trace_id=p.trace_id))
+            record = build_record(p.facts, p.decision, trace_id=p.trace_id, content=self.content)
+            return to_dict(record)
         except Exception:
             # A bug, not a fault of the sinks: count it as a loss and keep draining.
             _dropped.add(1, {"reason": "build_error"})

@@ -162,6 +162,19 @@ def normalize_path(path: str) -> str:
     return _remove_dot_segments(base) + sep + query
 
 
+def _body_bytes(text: str) -> bytes:
+    """The body's bytes: `\\udcXX` escapes stand for the bytes of a non-UTF-8 body."""
+    try:
+        return text.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates: keep them, as invalid UTF-8
+        return text.encode("utf-8", errors="surrogatepass")
+
+
+def _declared_length(headers: dict[str, str]) -> int:
+    value = headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def as_envoy_sees_it(
     record: TrafficRecord, *, max_body_bytes: int, request_id: str
 ) -> RequestFacts:
@@ -179,10 +192,11 @@ def as_envoy_sees_it(
     body: bytes | None = None
     partial = False
     if record.body:
-        full = record.body.encode("utf-8", errors="surrogatepass")
+        full = _body_bytes(record.body)
         headers.setdefault("content-length", str(len(full)))
         body = full[:max_body_bytes]
-        partial = len(full) > max_body_bytes
+        # Cut here, or already cut where it was recorded (content-length tells).
+        partial = len(full) > max_body_bytes or _declared_length(headers) > len(body)
         if partial:
             headers[PARTIAL_BODY_HEADER] = "true"
     path = normalize_path(record.path)
