@@ -84,7 +84,7 @@ class _Check:
     trace: list[tuple[str, str]] | None = None
 
     def note(self, phase: str, text: str) -> None:
-        """Add a line to the explain trace (only when explaining)."""
+        """Add a line to the explain trace; callers test `trace` first, to skip formatting."""
         if self.trace is not None:
             self.trace.append((phase, text))
 
@@ -178,8 +178,11 @@ class Pipeline:
         if explain:
             state.trace = [("rules", f"version {rules.version} from {rules.source}")]
         try:
-            async with asyncio.timeout(budget):
+            if budget is None:  # replay, explain: no deadline (and no timer to set up)
                 denial = await self._run_phases(state)
+            else:
+                async with asyncio.timeout(budget):
+                    denial = await self._run_phases(state)
             decision = self._allow(state) if denial is None else self._deny(state, denial)
         except TimeoutError:
             decision = self._deny(
@@ -268,11 +271,12 @@ class Pipeline:
             )
         state.tier = tier
         account = record.account
-        state.note(
-            "identify",
-            f"key {record.key_id} -> account {account.account} (entity {account.entity}), "
-            f"tier {tier.name}, KYC {account.kyc.value}, country {account.country}",
-        )
+        if state.trace is not None:
+            state.note(
+                "identify",
+                f"key {record.key_id} -> account {account.account} (entity {account.entity}), "
+                f"tier {tier.name}, KYC {account.kyc.value}, country {account.country}",
+            )
         return None
 
     def _entitle(self, state: _Check) -> Denial | None:
@@ -309,7 +313,10 @@ class Pipeline:
                 "the request body does not name a model",
                 rule=f"{rule}:models",
             )
-        state.note("entitle", f"tier {tier.name} may call {facts.path}, model {state.model or '-'}")
+        if state.trace is not None:
+            state.note(
+                "entitle", f"tier {tier.name} may call {facts.path}, model {state.model or '-'}"
+            )
         return None
 
     @_traced(telemetry.JURISDICTION_SPAN)
@@ -323,11 +330,12 @@ class Pipeline:
         location = state.location = self._geo.locate(client.ip)
         if client.xff_invalid:
             state.flags.append("xff_invalid")
-        state.note(
-            "locate",
-            f"client {client.ip} (from {client.via}): {location.kind.value}, country "
-            f"{location.country or '-'}, AS{location.asn or '-'} {location.as_org or ''}".rstrip(),
-        )
+        if state.trace is not None:
+            state.note(
+                "locate",
+                f"client {client.ip} (from {client.via}): {location.kind.value}, country "
+                f"{location.country or '-'}, AS{location.asn or '-'} {location.as_org or ''}".rstrip(),
+            )
         account = caller.account
         verdict = evaluate(
             rules.jurisdiction,
@@ -374,11 +382,12 @@ class Pipeline:
         state.flags += [signal.name for signal in result.signals]
         if result.degraded:
             state.flags.append("meter_degraded")
-        state.note(
-            "meter",
-            ", ".join(f"{s.name} {s.remaining}/{s.limit}" for s in result.limits)
-            + (" (local fail-open limiter)" if result.degraded else ""),
-        )
+        if state.trace is not None:
+            state.note(
+                "meter",
+                ", ".join(f"{s.name} {s.remaining}/{s.limit}" for s in result.limits)
+                + (" (local fail-open limiter)" if result.degraded else ""),
+            )
         violated = result.violated
         if result.allowed or violated is None:
             state.quota_headers = tuple(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from authz.metering.plan import Plan
 from authz.metering.window import (
@@ -24,8 +24,7 @@ from authz.metering.window import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LimitState:
+class LimitState(NamedTuple):
     """One limit after the request: what is left of it."""
 
     name: str

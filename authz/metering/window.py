@@ -11,12 +11,15 @@ hourly EWMA of request counts (see docs/limits.md for both).
 
 All arithmetic is on IEEE doubles in the same order as `authz/metering/lua.py`,
 with times in integer milliseconds, so the two implementations agree exactly.
+Counter views are NamedTuples: several are made per request, and tuples are the
+cheapest immutable values Python builds.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from authz.metering.rules import AnomalySettings
 
@@ -38,8 +41,7 @@ def counter_ttl_ms(window_ms: int) -> int:
     return 2 * window_ms + COUNTER_SLACK_MS
 
 
-@dataclass(frozen=True, slots=True)
-class CounterView:
+class CounterView(NamedTuple):
     """A counter as seen by one request, before its cost is added."""
 
     bucket: int

@@ -116,7 +116,42 @@ def render_summary(summary: Summary, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _bench(ns: argparse.Namespace, settings: Settings) -> int:
+    """Time a read-only pass (the baseline) and a replay of the same file, in CPU time."""
+    import resource
+
+    from authz.replay.run import read_only
+
+    with open(ns.traffic, "rb") as traffic, open(os.devnull, "w") as sink:
+        start = time.process_time()
+        requests = read_only(traffic, sink, max_body_bytes=settings.max_body_bytes)
+        base = time.process_time() - start
+        traffic.seek(0)
+        start = time.process_time()
+        summary = asyncio.run(replay(settings, traffic, sink, allow_used_store=ns.reuse_store))
+        full = time.process_time() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "requests": requests,
+        "baseline_us_per_request": round(base / max(requests, 1) * 1e6, 1),
+        "replay_us_per_request": round(full / max(summary.requests, 1) * 1e6, 1),
+        "baseline_requests_per_cpu_second": round(requests / max(base, 1e-9)),
+        "replay_requests_per_cpu_second": round(summary.requests / max(full, 1e-9)),
+        "replay_vs_baseline_throughput": round(base / max(full, 1e-9), 3),
+        "peak_rss_mib": round(rss, 1),
+        "store": settings.store,
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _run(ns: argparse.Namespace) -> int:
+    if ns.bench:
+        try:
+            return _bench(ns, _settings(ns))
+        except (ConfigError, OSError) as exc:
+            print(f"distill-guard replay: {exc}", file=sys.stderr)
+            return 2
     try:
         settings = _settings(ns)
         traffic: IO[bytes] = (
@@ -166,7 +201,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "write one decision per request.",
     )
     p.add_argument("traffic", metavar="TRAFFIC.jsonl", help="traffic file ('-' for stdin)")
-    p.add_argument("--out", required=True, help="decisions file to write ('-' for stdout)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="decisions file to write ('-' for stdout)")
+    out.add_argument(
+        "--bench",
+        action="store_true",
+        help="measure instead: CPU time per request of a read-only pass (the baseline) and "
+        "of the replay, as JSON",
+    )
     p.add_argument("--rules", required=True, help="rules file to decide with")
     p.add_argument("--accounts", help="accounts file")
     p.add_argument(

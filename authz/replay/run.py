@@ -263,3 +263,36 @@ def _count_change(summary: Summary, row: dict[str, Any], was: dict[str, Any]) ->
     lines = summary.change_examples.setdefault(key, [])
     if len(lines) < 5:
         lines.append(row["i"])
+
+
+def read_only(traffic: IO[bytes], out: IO[str], *, max_body_bytes: int) -> int:
+    """Everything replay does except deciding: the baseline its speed is measured against.
+
+    Reads and parses each line, builds Envoy's view of it and writes a line of the
+    same shape; returns the number of requests.
+    """
+    requests = 0
+    for item in read_traffic(traffic):
+        if isinstance(item, BadLine):
+            continue
+        facts = as_envoy_sees_it(item, max_body_bytes=max_body_bytes, request_id="baseline")
+        row = {
+            "i": item.line,
+            "ts": item.ts,
+            "account": None,
+            "entity": None,
+            "tier": None,
+            "model": None,
+            "action": "allow",
+            "status": 200,
+            "reason": "ok",
+            "rule": None,
+            "exposure": None,
+            "restricted": False,
+            "headers": {"x-request-id": facts.request_id},
+            "signals": {},
+        }
+        out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+        out.write("\n")
+        requests += 1
+    return requests
