@@ -27,6 +27,8 @@ COMMANDS: tuple[str, ...] = (
     "authz.health_cli",
     "authz.tls",
     "authz.replay.cli",
+    "authz.sim.cli",
+    "authz.evaluate",
 )
 
 

@@ -331,10 +331,11 @@ class Pipeline:
         if client.xff_invalid:
             state.flags.append("xff_invalid")
         if state.trace is not None:
+            network = f"AS{location.asn or '-'} {location.as_org or ''}".rstrip()
             state.note(
                 "locate",
                 f"client {client.ip} (from {client.via}): {location.kind.value}, country "
-                f"{location.country or '-'}, AS{location.asn or '-'} {location.as_org or ''}".rstrip(),
+                f"{location.country or '-'}, {network}",
             )
         account = caller.account
         verdict = evaluate(
