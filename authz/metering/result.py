@@ -90,21 +90,24 @@ def assess(
     plan: Plan, views: tuple[CounterView, ...], volumes: tuple[VolumeView, ...]
 ) -> Assessment:
     """Decide from the views: spikes first (they may lower limits), then every counter."""
-    spikes = tuple(spike(v, w.settings) for v, w in zip(volumes, plan.volumes, strict=True))
-    throttled = {
-        w.scope
-        for s, w in zip(spikes, plan.volumes, strict=True)
-        if s.fired and w.settings.action == "throttle"
-    }
-    deny = tuple(
-        s.fired and w.settings.action == "deny" for s, w in zip(spikes, plan.volumes, strict=True)
+    spikes: list[Spike] = []
+    throttled: set[str] = set()
+    deny: list[bool] = []
+    for view, watch in zip(volumes, plan.volumes, strict=True):
+        s = spike(view, watch.settings)
+        spikes.append(s)
+        if s.fired and watch.settings.action == "throttle":
+            throttled.add(watch.scope)
+        deny.append(s.fired and watch.settings.action == "deny")
+    limits: list[int] = []
+    ok: list[bool] = []
+    for v, c in zip(views, plan.counters, strict=True):
+        limit = c.throttled if c.scope in throttled else c.limit
+        limits.append(limit)
+        ok.append(fits(v, c.window * 1000, limit, c.cost))
+    return Assessment(
+        all(ok) and not any(deny), tuple(spikes), tuple(limits), tuple(ok), tuple(deny)
     )
-    limits = tuple(c.throttled if c.scope in throttled else c.limit for c in plan.counters)
-    ok = tuple(
-        fits(v, c.window * 1000, lim, c.cost)
-        for v, c, lim in zip(views, plan.counters, limits, strict=True)
-    )
-    return Assessment(all(ok) and not any(deny), spikes, limits, ok, deny)
 
 
 def to_result(
