@@ -81,3 +81,11 @@ def _first_valid_right_of(chain: list[IPAddress | None], index: int) -> IPAddres
         if ip is not None:
             return ip
     return None
+
+
+def client_network(ip: IPAddress) -> str:
+    """The /24 (IPv4) or /48 (IPv6) network of an address, e.g. `79.192.3.0/24`."""
+    prefix = 24 if ip.version == 4 else 48
+    host_bits = ip.max_prefixlen - prefix
+    network = type(ip)(int(ip) >> host_bits << host_bits)  # ip_network() is 10x slower
+    return f"{network}/{prefix}"

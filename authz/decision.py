@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from authz.accounts import Account
 from authz.facts import IPAddress
 from authz.location import Location
 from authz.reasons import Reason
+
+if TYPE_CHECKING:
+    from authz.detect.features import RequestFeatures
+    from authz.detect.rules import Assessment
+    from authz.metering.result import Sighted
 
 
 class Action(StrEnum):
@@ -58,6 +64,9 @@ class Decision:
     counters: tuple[tuple[str, int, int], ...] = ()  # (policy name, limit, remaining)
     estimated_tokens: int = 0
     trace: tuple[tuple[str, str], ...] = ()
+    features: RequestFeatures | None = None  # extraction features (detection on)
+    sighted: Sighted | None = None  # the pools' answers, timing and verdict
+    assessment: Assessment | None = None  # the detect phase's risk and action
 
     @property
     def allowed(self) -> bool:

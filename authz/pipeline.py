@@ -24,13 +24,19 @@ from opentelemetry.trace import Span
 from authz import governance, telemetry
 from authz.accounts import Kyc
 from authz.body import BodyError, summarize
-from authz.clientip import ClientAddress, client_address
+from authz.clientip import ClientAddress, client_address, client_network
 from authz.decision import Action, Caller, Decision
+from authz.detect.features import RequestFeatures, extract
+from authz.detect.keys import sightings
+from authz.detect.risk import assess_risk
+from authz.detect.rules import Assessment, Risk
 from authz.facts import RequestFacts
 from authz.jurisdiction import Subject, evaluate
 from authz.keys import KeyHasher, KeyProblem, extract_key
 from authz.location import Location
 from authz.metering import StoreUnavailable, allowed_headers, denied_headers, describe, plan_request
+from authz.metering.plan import Sightings
+from authz.metering.result import Sighted
 from authz.metering.tokens import CHARS_PER_TOKEN
 from authz.protocols import (
     Clock,
@@ -82,6 +88,9 @@ class _Check:
     flags: list[str] = field(default_factory=list)
     shadow_denies: list[str] = field(default_factory=list)
     trace: list[tuple[str, str]] | None = None
+    features: RequestFeatures | None = None
+    sighted: Sighted | None = None
+    assessment: Assessment | None = None
 
     def note(self, phase: str, text: str) -> None:
         """Add a line to the explain trace; callers test `trace` first, to skip formatting."""
@@ -224,10 +233,13 @@ class Pipeline:
             or self._entitle(state)
             # 2. locate: the client address, its country and network; jurisdiction rules.
             or self._locate(state)
-            # 3. meter: rate counters, token budgets and volume, in one store call.
+            # 3. meter: rate counters, token budgets and volume, and the pools the
+            # request joins for detection, in one store call.
             or await self._meter(state)
-            # 4. detect (extraction patterns) joins here, then 5. decide turns the
-            # signals into the final action.
+            # 4. detect: extraction features, pooled signals and verdicts into a risk.
+            or self._detect(state)
+            # 5. decide: the graduated action (a deny is a denial; restrict shapes output).
+            or self._decide(state)
             # 6. shape headers is _allow/_deny; 7. record is in check().
         )
 
@@ -363,8 +375,6 @@ class Pipeline:
     async def _meter(self, state: _Check) -> Denial | None:
         tier, caller = state.tier, state.caller
         assert tier is not None and caller is not None
-        if tier.limits.empty:
-            return None
         account = caller.account
         plan = plan_request(
             tier.limits,
@@ -374,10 +384,20 @@ class Pipeline:
             body_fields=state.body_fields,
             min_tokens=self._cut_body_tokens(state.facts),
         )
+        sightings = self._sightings(state)
+        if sightings is not None:
+            plan = dataclasses.replace(plan, sightings=sightings)
+        if plan.empty:
+            return None
         try:
             result = await self._rates.hit(plan, state.now)
         except StoreUnavailable as exc:
-            raise DependencyFault(f"rate store: {exc}") from exc
+            if plan.counters or plan.volumes:
+                raise DependencyFault(f"rate store: {exc}") from exc
+            # Only detection asked: it goes without its pooled signals this time.
+            state.flags.append("detect_degraded")
+            return None
+        state.sighted = result.sighted
         state.estimated_tokens = plan.tokens
         state.counters = tuple((s.name, s.limit, s.remaining) for s in result.limits)
         state.flags += [signal.name for signal in result.signals]
@@ -401,6 +421,60 @@ class Pipeline:
             describe(violated),
             rule=f"tier:{tier.name}:limits:{violated.name}",
             headers=tuple(denied_headers(result)),
+        )
+
+    def _sightings(self, state: _Check) -> Sightings | None:
+        """Extract the request's features and the pools they join (None: detection is off)."""
+        detection = state.rules.detection
+        caller, client, location = state.caller, state.client, state.location
+        if not detection.enabled or caller is None or client is None:
+            return None
+        features = state.features = extract(
+            state.body_fields, state.facts.headers, limit=detection.max_prompt_chars
+        )
+        long_enough = features.scaffold_words >= detection.min_template_words
+        return sightings(
+            account=caller.account.account,
+            template=features.template_id if long_enough else "",
+            network=client_network(client.ip),
+            asn=location.asn if location is not None else None,
+            client=features.client,
+            now=state.now,
+        )
+
+    @_traced(telemetry.DETECT_SPAN)
+    def _detect(self, state: _Check) -> Denial | None:
+        """Score the request from its features, the pools and the account's verdict."""
+        features, tier, caller = state.features, state.tier, state.caller
+        if features is None or tier is None or caller is None:
+            return None
+        a = state.assessment = assess_risk(
+            state.rules.detection,
+            tier=tier.name,
+            kyc=caller.account.kyc,
+            features=features,
+            sighted=state.sighted,
+        )
+        if state.trace is not None:
+            state.note(
+                "detect",
+                f"score {a.score:.2f} -> {a.risk.label}"
+                + (f" (applied: {a.applied.label})" if a.applied != a.risk else "")
+                + (f"; detectors {', '.join(a.fired)}" if a.fired else "")
+                + (f"; cluster {a.cluster}" if a.cluster else ""),
+            )
+        return None
+
+    def _decide(self, state: _Check) -> Denial | None:
+        """Turn the detect phase's graduated action into the answer: deny is a denial."""
+        a = state.assessment
+        if a is None or a.applied is not Risk.DENY:
+            return None
+        return Denial(
+            Reason.EXTRACTION_DENIED,
+            f"extraction risk {a.score:.2f} at the deny level"
+            + (f" (cluster {a.cluster})" if a.cluster else ""),
+            rule="detection:" + ("verdict" if "verdict" in a.fired else "score"),
         )
 
     def _read_model(self, state: _Check) -> Denial | None:
@@ -436,10 +510,7 @@ class Pipeline:
 
     def _allow(self, state: _Check) -> Decision:
         assert state.caller is not None and state.tier is not None
-        rules = state.rules
-        upstream = governance.upstream_headers(
-            state.decision_id, rules.version, state.caller, state.tier, state.model
-        )
+        upstream = self._upstream(state)
         return self._decision(
             state,
             Action.ALLOW,
@@ -448,6 +519,29 @@ class Pipeline:
             upstream_headers=upstream,
             remove_headers=self._to_remove(state, upstream),
             client_headers=state.quota_headers,
+        )
+
+    @staticmethod
+    def _upstream(state: _Check) -> tuple[tuple[str, str], ...]:
+        """Identity and output governance headers for the model server."""
+        assert state.caller is not None and state.tier is not None
+        a = state.assessment
+        restricted = a is not None and a.applied >= Risk.RESTRICT
+        cluster = a.cluster if a is not None else ""
+        output = governance.output_for(
+            state.tier,
+            state.rules.detection.restrict if restricted else None,
+            cluster or state.caller.account.account,
+        )
+        return governance.upstream_headers(
+            state.decision_id,
+            state.rules.version,
+            state.caller,
+            state.tier,
+            state.model,
+            output=output,
+            risk=a.applied.label if a is not None else "none",
+            cluster=cluster,
         )
 
     @staticmethod
@@ -502,6 +596,9 @@ class Pipeline:
             shadow_denies=tuple(state.shadow_denies),
             counters=state.counters,
             estimated_tokens=state.estimated_tokens,
+            features=state.features,
+            sighted=state.sighted,
+            assessment=state.assessment,
             upstream_headers=upstream_headers,
             remove_headers=remove_headers,
             response_headers=((governance.DECISION_ID, state.decision_id), *client_headers),
@@ -514,9 +611,7 @@ class Pipeline:
             return decision
         if state.caller is not None and state.tier is not None:
             # The caller is known: the model server learns who it is, as for an allow.
-            ours = governance.upstream_headers(
-                state.decision_id, state.rules.version, state.caller, state.tier, state.model
-            )
+            ours = self._upstream(state)
         else:
             # Nobody to govern by: the most conservative exposure.
             ours = (

@@ -33,6 +33,8 @@ class Reason(StrEnum):
     NETWORK_DENIED = "network_denied"
     ADDRESS_DENIED = "address_denied"
     JURISDICTION_DENIED = "jurisdiction_denied"
+    # extraction detection (403): a verdict or score at the deny level
+    EXTRACTION_DENIED = "extraction_denied"
     # rate limits and volume (429)
     RATE_LIMITED = "rate_limited"
     VOLUME_ANOMALY = "volume_anomaly"
@@ -74,6 +76,7 @@ _STATUS: dict[Reason, int] = {
     Reason.NETWORK_DENIED: 403,
     Reason.ADDRESS_DENIED: 403,
     Reason.JURISDICTION_DENIED: 403,
+    Reason.EXTRACTION_DENIED: 403,
     Reason.RATE_LIMITED: 429,
     Reason.VOLUME_ANOMALY: 429,
     Reason.REQUEST_MALFORMED: 400,

@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from authz.clientip import ClientIpPolicy
+from authz.detect.rules import DetectionRules
 from authz.errors import ConfigError, format_validation_error
 from authz.jurisdiction import (
     ClientIpRules,
@@ -80,6 +81,20 @@ class TierRules(StrictModel):
         default="full",
         description="How much reasoning the model server may expose to this tier.",
     )
+    max_thinking_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Cap on thinking (reasoning) tokens the model server may spend; null: no cap.",
+    )
+    logprobs: bool = Field(
+        default=True, description="Whether the model server may return log probabilities."
+    )
+    watermark_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Id of the watermark key the model server signs this tier's output with "
+        "(default: `tier-<name>`). Restricted clusters get their own (detection.restrict).",
+    )
     limits: LimitRules = Field(
         default_factory=LimitRules,
         description="Rate limits, token budgets, volume anomalies and the store failure policy.",
@@ -102,6 +117,10 @@ class RulesDocument(StrictModel):
     client_ip: ClientIpRules = ClientIpRules()
     tiers: dict[str, TierRules] = Field(description="Tiers by name; accounts name their tier.")
     jurisdiction: JurisdictionRules = JurisdictionRules()
+    detection: DetectionRules = Field(
+        default_factory=DetectionRules,
+        description="Extraction-pattern detection, graduated actions and restricted output.",
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -124,6 +143,9 @@ class CompiledTier:
     models: re.Pattern[str]
     restricts_models: bool
     reasoning: str
+    max_thinking_tokens: int | None
+    logprobs: bool
+    watermark_key: str
     limits: CompiledLimits
 
     def allows_path(self, path: str) -> bool:
@@ -147,6 +169,7 @@ class Rules:
     tiers: dict[str, CompiledTier]
     client_ip: ClientIpPolicy
     jurisdiction: Jurisdiction
+    detection: DetectionRules
 
 
 def _globs(patterns: list[str]) -> re.Pattern[str]:
@@ -164,6 +187,9 @@ def compile_rules(doc: RulesDocument, *, source: str, digest: str) -> Rules:
             models=_globs(t.models),
             restricts_models=t.models != ["*"],
             reasoning=t.reasoning,
+            max_thinking_tokens=t.max_thinking_tokens,
+            logprobs=t.logprobs,
+            watermark_key=t.watermark_key or f"tier-{name}",
             limits=compile_limits(t.limits),
         )
         for name, t in doc.tiers.items()
@@ -177,6 +203,7 @@ def compile_rules(doc: RulesDocument, *, source: str, digest: str) -> Rules:
         tiers=tiers,
         client_ip=doc.client_ip.compile(),
         jurisdiction=compile_jurisdiction(doc.jurisdiction),
+        detection=doc.detection,
     )
 
 
@@ -218,6 +245,13 @@ def parse_rules(data: bytes, *, source: str) -> Rules:
         path = "jurisdiction." + path
         line = lines.get(path)
         raise ConfigError(f"{source}:{line}" if line else source, path, problem)
+    for tier in doc.detection.tiers:
+        if tier not in doc.tiers:
+            path = f"detection.tiers.{tier}"
+            line = lines.get(path)
+            raise ConfigError(
+                f"{source}:{line}" if line else source, path, f"no tier named {tier!r}"
+            )
     return compile_rules(doc, source=source, digest=hashlib.sha256(data).hexdigest())
 
 

@@ -52,6 +52,7 @@ CHECK_SPAN = "distill_guard.check"
 IDENTIFY_SPAN = "distill_guard.identify"
 JURISDICTION_SPAN = "distill_guard.jurisdiction"
 COUNTERS_SPAN = "distill_guard.counters"
+DETECT_SPAN = "distill_guard.detect"
 
 ACTION = "distill_guard.action"
 REASON = "distill_guard.reason"

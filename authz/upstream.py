@@ -48,6 +48,27 @@ class Seen:
         """Names of the credential headers that reached the upstream."""
         return [h for h in CREDENTIAL_HEADERS if self.values(h)]
 
+    def served(self) -> dict[str, Any]:
+        """What a model server honouring the output governance headers would return.
+
+        Reasoning as a full trace, a summary or nothing; thinking capped; log
+        probabilities only when allowed; the watermark key the output is signed with.
+        """
+        first = {name: values[0] for name, values in self.governance.items()}
+        exposure = first.get(GOVERNANCE_PREFIX + "reasoning", "none")
+        reasoning = {
+            "full": "[full reasoning trace: every step the model took]",
+            "summary": "[reasoning summary: the steps in brief]",
+        }.get(exposure)
+        cap = first.get(GOVERNANCE_PREFIX + "max-thinking-tokens")
+        return {
+            "reasoning_exposure": exposure,
+            "reasoning": reasoning,
+            "max_thinking_tokens": int(cap) if cap and cap.isdigit() else None,
+            "logprobs": first.get(GOVERNANCE_PREFIX + "logprobs") == "allowed",
+            "watermark_key": first.get(GOVERNANCE_PREFIX + "watermark-key"),
+        }
+
     def describe(self, seq: int) -> dict[str, Any]:
         """The JSON the mock answers with."""
         return {
@@ -55,6 +76,7 @@ class Seen:
             "seq": seq,
             "method": self.method,
             "path": self.path,
+            "served": self.served(),
             "governance_headers": self.governance,
             "credential_received": bool(self.credentials),
             "credential_headers": self.credentials,

@@ -241,13 +241,14 @@ def test_envoy_and_distill_guard_spans_form_one_trace(traced: TracedStack) -> No
     assert ingress.attributes["distill_guard.decision_id"] == decision_id
 
     _poll(
-        "three phase spans", lambda: len([s for s in ours() if s.trace_id == check.trace_id]) == 4
+        "four phase spans", lambda: len([s for s in ours() if s.trace_id == check.trace_id]) == 5
     )
     phases = {s.name: s for s in ours() if s.name != telemetry.CHECK_SPAN}
     assert set(phases) == {
         telemetry.IDENTIFY_SPAN,
         telemetry.JURISDICTION_SPAN,
         telemetry.COUNTERS_SPAN,
+        telemetry.DETECT_SPAN,
     }
     assert {s.parent_span_id for s in phases.values()} == {check.span_id}
     assert {s.trace_id for s in phases.values()} == {check.trace_id}

@@ -52,7 +52,12 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 ENVOY_SPAN_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{ENVOY_SPAN_ID}-01"
 ACME_HASH = hashlib.sha256(b"acme-research").hexdigest()[:16]
-PHASES = {telemetry.IDENTIFY_SPAN, telemetry.JURISDICTION_SPAN, telemetry.COUNTERS_SPAN}
+PHASES = {
+    telemetry.IDENTIFY_SPAN,
+    telemetry.JURISDICTION_SPAN,
+    telemetry.COUNTERS_SPAN,
+    telemetry.DETECT_SPAN,
+}
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from authz.clientip import client_network
 from authz.decision import Decision
 from authz.facts import IPAddress, RequestFacts, parse_ip
 from authz.gen.distill_guard.audit.v1.audit_pb2 import (
@@ -116,6 +117,21 @@ def build_record(
         counters=[Counter(name=n, limit=lim, remaining=rem) for n, lim, rem in decision.counters],
     )
     record.time.FromMicroseconds(round(decision.time * 1_000_000))
+    if account is not None and account.created is not None:
+        record.account_created.FromMicroseconds(round(account.created * 1_000_000))
+    features, assessment = decision.features, decision.assessment
+    if features is not None:
+        d = record.detection
+        d.template = features.template_id
+        d.simhash = f"{features.simhash:016x}"
+        d.elicitation = features.elicitation.score
+        d.client = features.client
+        d.prompt_chars = features.prompt_chars
+        if assessment is not None:
+            d.risk = assessment.applied.label
+            d.cluster = assessment.cluster
+            d.score = assessment.score
+            d.detectors.extend(assessment.fired)
     if content is not None:
         names = content.key_headers()
         record.content.CopyFrom(
@@ -188,14 +204,6 @@ def _content_length(headers: Mapping[str, str]) -> int:
 def _utf8(text: str) -> str:
     """Text a proto string can hold (facts built from bytes may carry lone surrogates)."""
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
-
-
-def client_network(ip: IPAddress) -> str:
-    """The /24 (IPv4) or /48 (IPv6) network of an address, e.g. `79.192.3.0/24`."""
-    prefix = 24 if ip.version == 4 else 48
-    host_bits = ip.max_prefixlen - prefix
-    network = type(ip)(int(ip) >> host_bits << host_bits)  # ip_network() is 10x slower
-    return f"{network}/{prefix}"
 
 
 def matched_rules(decision: Decision) -> list[str]:

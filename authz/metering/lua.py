@@ -8,12 +8,19 @@ random request sequences). Numbers are written with %.17g so floats round-trip.
 
 from __future__ import annotations
 
-# KEYS: counter keys, then volume keys (all in one slot on Cluster).
+# KEYS: counter keys, volume keys, observation keys, then the timing key and the
+#   verdict key when asked for (all in one slot on Cluster).
 # ARGV: now_ms, n_counters, n_volumes,
 #   per counter: window_ms, limit, throttled_limit, cost, volume index (1-based, 0 none), ttl_ms
 #   per volume:  action (0 record, 1 throttle, 2 deny), alpha, z_score, multiple,
 #                min_baseline, ttl_ms
-# Reply: {allowed, per counter: bucket, cur, prev; per volume: hour, count, mean|'', var}
+#   n_observations, per observation: member, ttl_ms
+#   timing (0/1), timing ttl_ms, verdict (0/1)
+# Reply: {allowed, per counter: bucket, cur, prev; per volume: hour, count, mean|'', var;
+#   per observation: distinct count; timing: gaps, mean, m2, hours (when asked);
+#   verdict: action, cluster, score, until ('' when none; when asked)}
+# Sightings (observations, timing, verdict) are recorded whatever the counters decide:
+# a refused request is still behaviour to learn from (authz.metering.memory mirrors it).
 HIT = """
 local now = tonumber(ARGV[1])
 local nc = tonumber(ARGV[2])
@@ -111,6 +118,49 @@ for i = 1, nv do
   reply[#reply + 1] = st[2]
   reply[#reply + 1] = st[3] == nil and '' or num(st[3])
   reply[#reply + 1] = num(st[4])
+end
+
+local sbase = vbase + nv * 6
+local no = tonumber(ARGV[sbase])
+local key_at = nc + nv
+for i = 1, no do
+  local key = KEYS[key_at + i]
+  redis.call('PFADD', key, ARGV[sbase + 2 * i - 1])
+  redis.call('PEXPIRE', key, ARGV[sbase + 2 * i])
+  reply[#reply + 1] = redis.call('PFCOUNT', key)
+end
+key_at = key_at + no
+local tbase = sbase + 2 * no + 1
+if ARGV[tbase] == '1' then
+  key_at = key_at + 1
+  local key = KEYS[key_at]
+  local hour_bit = 2 ^ (math.floor(now / HOUR) % 24)
+  local s = redis.call('HMGET', key, 'n', 'last', 'mean', 'm2', 'hours')
+  local n, last, mean, m2, hours = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]),
+    tonumber(s[4]), tonumber(s[5])
+  if n == nil then
+    n, last, mean, m2, hours = 0, now, 0, 0, hour_bit
+  else
+    local gap = math.max(0, now - last)
+    n = n + 1
+    local d = gap - mean
+    mean = mean + d / n
+    m2 = m2 + d * (gap - mean)
+    last = math.max(last, now)
+    if math.floor(hours / hour_bit) % 2 == 0 then hours = hours + hour_bit end
+  end
+  redis.call('HSET', key, 'n', n, 'last', num(last), 'mean', num(mean), 'm2', num(m2),
+    'hours', num(hours))
+  redis.call('PEXPIRE', key, ARGV[tbase + 1])
+  reply[#reply + 1] = n
+  reply[#reply + 1] = num(mean)
+  reply[#reply + 1] = num(m2)
+  reply[#reply + 1] = num(hours)
+end
+if ARGV[tbase + 2] == '1' then
+  key_at = key_at + 1
+  local v = redis.call('HMGET', KEYS[key_at], 'action', 'cluster', 'score', 'until')
+  for j = 1, 4 do reply[#reply + 1] = v[j] or '' end
 end
 return reply
 """

@@ -7,14 +7,23 @@ between reading and writing, so each hit is atomic within the event loop.
 
 from __future__ import annotations
 
-from authz.metering.plan import Plan
-from authz.metering.result import ALLOWED, MeterResult, assess, to_result
+from authz.metering.plan import Plan, Sightings
+from authz.metering.result import (
+    ALLOWED,
+    MeterResult,
+    Sighted,
+    Timing,
+    VerdictView,
+    assess,
+    to_result,
+)
 from authz.metering.window import (
     VOLUME_TTL_MS,
     CounterView,
     VolumeView,
     counter_ttl_ms,
     fold,
+    observe_timing,
     roll,
     to_ms,
 )
@@ -28,10 +37,19 @@ class MemoryRateStore:
     def __init__(self) -> None:
         self._counters: dict[str, tuple[int, int, int, int]] = {}  # b, c, p, expires_ms
         self._volumes: dict[str, tuple[int, int, float | None, float, int]] = {}
+        # Detection: distinct members per pool (exact sets where Redis keeps
+        # HyperLogLogs), account timing, and verdicts of the off-path analysis.
+        self._pools: dict[str, tuple[set[str], int]] = {}
+        self._timing: dict[str, tuple[tuple[int, int, float, float, int], int]] = {}
+        self._verdicts: dict[str, tuple[VerdictView, int]] = {}
         self._writes = 0
 
     def __len__(self) -> int:
-        return len(self._counters) + len(self._volumes)
+        return len(self._counters) + len(self._volumes) + len(self._pools) + len(self._timing)
+
+    def put_verdict(self, key: str, verdict: VerdictView) -> None:
+        """Store a verdict under its key until `verdict.until` (what the analysis writes)."""
+        self._verdicts[key] = (verdict, to_ms(verdict.until))
 
     async def hit(self, plan: Plan, now: float) -> MeterResult:
         """Check and charge the plan's counters at `now`."""
@@ -47,7 +65,30 @@ class MemoryRateStore:
         a = assess(plan, views, volumes)
         if a.allowed:
             self._charge(plan, now_ms, views, volumes)
-        return to_result(plan, now_ms, views, a, allowed=a.allowed)
+        sighted = self._sight(plan.sightings, now_ms) if plan.sightings is not None else None
+        return to_result(plan, now_ms, views, a, allowed=a.allowed, sighted=sighted)
+
+    def _sight(self, s: Sightings, now_ms: int) -> Sighted:
+        """Record the sightings, as the Lua script does after the counters."""
+        observed = []
+        for o in s.observations:
+            stored = self._pools.get(o.key)
+            members = stored[0] if stored is not None and stored[1] > now_ms else set()
+            members.add(o.member)
+            self._pools[o.key] = (members, now_ms + o.ttl_ms)
+            observed.append((o.name, len(members)))
+        timing = None
+        if s.timing_key:
+            kept = self._timing.get(s.timing_key)
+            state = observe_timing(kept[0] if kept and kept[1] > now_ms else None, now_ms)
+            self._timing[s.timing_key] = (state, now_ms + s.timing_ttl_ms)
+            timing = Timing(state[0], state[2], state[3], state[4])
+        verdict = None
+        if s.verdict_key:
+            found = self._verdicts.get(s.verdict_key)
+            if found is not None and found[1] > now_ms and found[0].action:
+                verdict = found[0]
+        return Sighted(tuple(observed), timing, verdict)
 
     def _view(self, key: str, now_ms: int, window_ms: int) -> CounterView:
         stored = self._counters.get(key)
@@ -85,3 +126,6 @@ class MemoryRateStore:
         """Drop entries whose expiry has passed (they would read as empty anyway)."""
         self._counters = {k: s for k, s in self._counters.items() if s[3] > now_ms}
         self._volumes = {k: s for k, s in self._volumes.items() if s[4] > now_ms}
+        self._pools = {k: s for k, s in self._pools.items() if s[1] > now_ms}
+        self._timing = {k: s for k, s in self._timing.items() if s[1] > now_ms}
+        self._verdicts = {k: s for k, s in self._verdicts.items() if s[1] > now_ms}

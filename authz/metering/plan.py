@@ -86,12 +86,59 @@ class VolumeWatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Observation:
+    """A member added to a pool's distinct count (a HyperLogLog), whose count comes back.
+
+    E.g. the account into "accounts that sent this template this hour".
+    """
+
+    name: str  # the signal, e.g. "template_accounts"
+    key: str
+    member: str
+    ttl_ms: int
+
+    @property
+    def tag(self) -> str:
+        """The hash tag (Cluster slot) of the key."""
+        return self.key[self.key.index("{") : self.key.index("}") + 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Sightings:
+    """What detection asks of the store besides the counters, all in the same call.
+
+    Pool counts (observations), the account's request timing (gaps between its
+    requests, hours of day), and the off-path analysis' verdict on the account.
+    Timing and verdict keys carry the account's hash tag.
+    """
+
+    observations: tuple[Observation, ...] = ()
+    timing_key: str = ""
+    timing_ttl_ms: int = 0
+    verdict_key: str = ""
+
+    def keys_in(self, tag: str) -> tuple[bool, bool]:
+        """Whether the timing and the verdict keys live in slot `tag`."""
+        return (
+            bool(self.timing_key) and _tag_of(self.timing_key) == tag,
+            bool(self.verdict_key) and _tag_of(self.verdict_key) == tag,
+        )
+
+
+def _tag_of(key: str) -> str:
+    return key[key.index("{") : key.index("}") + 1]
+
+
+@dataclass(frozen=True, slots=True)
 class SlotGroup:
     """Counters and watches sharing one hash tag: what one script call may touch on Cluster."""
 
     tag: str
     counters: tuple[int, ...]
     volumes: tuple[int, ...]
+    observations: tuple[int, ...] = ()
+    timing: bool = False
+    verdict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +150,44 @@ class Plan:
     on_store_failure: Literal["fail_open", "fail_closed"] = "fail_closed"
     fail_open_fraction: float = 0.1
     tokens: int = 0  # the estimated token cost charged to `tokens` limits
+    sightings: Sightings | None = None
 
     @property
     def empty(self) -> bool:
-        """Nothing to count: the request passes without touching a store."""
-        return not self.counters and not self.volumes
+        """Nothing to count or read: the request passes without touching a store."""
+        return not self.counters and not self.volumes and self.sightings is None
+
+    def whole(self) -> SlotGroup:
+        """Everything in one group (standalone Redis, the memory store)."""
+        s = self.sightings
+        return SlotGroup(
+            "",
+            tuple(range(len(self.counters))),
+            tuple(range(len(self.volumes))),
+            tuple(range(len(s.observations))) if s else (),
+            bool(s and s.timing_key),
+            bool(s and s.verdict_key),
+        )
 
     def groups(self) -> tuple[SlotGroup, ...]:
-        """Counters and watches by hash tag, in plan order."""
-        tags: dict[str, tuple[list[int], list[int]]] = {}
+        """Counters, watches and sightings by hash tag, in plan order."""
+        tags: dict[str, tuple[list[int], list[int], list[int]]] = {}
         for i, c in enumerate(self.counters):
-            tags.setdefault(c.tag, ([], []))[0].append(i)
+            tags.setdefault(c.tag, ([], [], []))[0].append(i)
         for i, v in enumerate(self.volumes):
-            tags.setdefault(v.tag, ([], []))[1].append(i)
-        return tuple(SlotGroup(t, tuple(cs), tuple(vs)) for t, (cs, vs) in tags.items())
+            tags.setdefault(v.tag, ([], [], []))[1].append(i)
+        s = self.sightings
+        if s is not None:
+            for i, o in enumerate(s.observations):
+                tags.setdefault(o.tag, ([], [], []))[2].append(i)
+            for key in (s.timing_key, s.verdict_key):
+                if key:
+                    tags.setdefault(_tag_of(key), ([], [], []))
+        groups = []
+        for t, (cs, vs, os_) in tags.items():
+            timing, verdict = s.keys_in(t) if s is not None else (False, False)
+            groups.append(SlotGroup(t, tuple(cs), tuple(vs), tuple(os_), timing, verdict))
+        return tuple(groups)
 
     def local(self) -> Plan:
         """The plan for the fail-open local limiter: every limit times the fraction."""

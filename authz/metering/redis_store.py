@@ -18,7 +18,15 @@ from redis.asyncio import Redis, RedisCluster
 
 from authz.metering import lua
 from authz.metering.plan import Plan, SlotGroup
-from authz.metering.result import ALLOWED, MeterResult, assess, to_result
+from authz.metering.result import (
+    ALLOWED,
+    MeterResult,
+    Sighted,
+    Timing,
+    VerdictView,
+    assess,
+    to_result,
+)
 from authz.metering.window import VOLUME_TTL_MS, CounterView, VolumeView, counter_ttl_ms, to_ms
 from authz.redistext import text
 
@@ -33,6 +41,9 @@ class _Reply:
     allowed: bool
     views: tuple[CounterView, ...]
     volumes: tuple[VolumeView, ...]
+    observed: tuple[int, ...] = ()
+    timing: Timing | None = None
+    verdict: VerdictView | None = None
 
 
 def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], list[str]]:
@@ -62,6 +73,18 @@ def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], l
             repr(s.min_baseline),
             str(VOLUME_TTL_MS),
         ]
+    sight = plan.sightings
+    observations = [sight.observations[i] for i in group.observations] if sight is not None else []
+    keys += [o.key for o in observations]
+    argv.append(str(len(observations)))
+    for o in observations:
+        argv += [o.member, str(o.ttl_ms)]
+    argv += ["1" if group.timing else "0", str(sight.timing_ttl_ms if sight else 0)]
+    argv.append("1" if group.verdict else "0")
+    if sight is not None and group.timing:
+        keys.append(sight.timing_key)
+    if sight is not None and group.verdict:
+        keys.append(sight.verdict_key)
     return keys, argv
 
 
@@ -93,7 +116,31 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
                 _int(hour), _int(count), float(mean_text) if mean_text else None, float(var_text)
             )
         )
-    return _Reply(group, _int(reply[0]) == 1, tuple(views), tuple(volumes))
+    observed = tuple(_int(x) for x in reply[pos : pos + len(group.observations)])
+    pos += len(group.observations)
+    timing = None
+    if group.timing:
+        gaps, mean, m2, hours = reply[pos : pos + 4]
+        pos += 4
+        timing = Timing(_int(gaps), float(text(mean)), float(text(m2)), int(float(text(hours))))
+    verdict = None
+    if group.verdict:
+        action, cluster, score, until = (text(x) for x in reply[pos : pos + 4])
+        verdict = read_verdict(action, cluster, score, until, now_ms)
+    return _Reply(
+        group, _int(reply[0]) == 1, tuple(views), tuple(volumes), observed, timing, verdict
+    )
+
+
+def read_verdict(
+    action: str, cluster: str, score: str, until: str, now_ms: int
+) -> VerdictView | None:
+    """A stored verdict still in force at `now_ms` (by the injected clock), else None."""
+    try:
+        view = VerdictView(action, cluster, float(score or 0), float(until))
+    except ValueError:
+        return None  # absent ('') or unreadable
+    return view if action and view.until * 1000 > now_ms else None
 
 
 class RedisRateStore:
@@ -120,8 +167,7 @@ class RedisRateStore:
     async def _hit_plan(self, plan: Plan, now: float) -> MeterResult:
         now_ms = to_ms(now)
         if not self.cluster:
-            whole = SlotGroup("", tuple(range(len(plan.counters))), tuple(range(len(plan.volumes))))
-            replies = [await self._call(plan, whole, now_ms)]
+            replies = [await self._call(plan, plan.whole(), now_ms)]
         else:
             outcomes = await asyncio.gather(
                 *(self._call(plan, g, now_ms) for g in plan.groups()), return_exceptions=True
@@ -144,13 +190,14 @@ class RedisRateStore:
                 volumes[i] = vol
         counter_views = tuple(v for v in views if v is not None)
         volume_views = tuple(v for v in volumes if v is not None)
+        sighted = _sighted(plan, replies)
         a = assess(plan, counter_views, volume_views)
         if a.allowed != allowed:
             log.warning(
                 "rate store: Lua and Python disagree",
                 extra={"lua": allowed, "python": a.allowed, "counters": len(counter_views)},
             )
-        return to_result(plan, now_ms, counter_views, a, allowed=allowed)
+        return to_result(plan, now_ms, counter_views, a, allowed=allowed, sighted=sighted)
 
     async def _call(self, plan: Plan, group: SlotGroup, now_ms: int) -> _Reply:
         keys, argv = script_args(plan, group, now_ms)
@@ -176,3 +223,18 @@ class RedisRateStore:
     async def aclose(self) -> None:
         """Close the client's connections."""
         await self.client.aclose()
+
+
+def _sighted(plan: Plan, replies: list[_Reply]) -> Sighted | None:
+    """The sightings' answers of all slots, in plan order."""
+    s = plan.sightings
+    if s is None:
+        return None
+    counts: dict[int, int] = {}
+    timing = verdict = None
+    for r in replies:
+        counts.update(zip(r.group.observations, r.observed, strict=True))
+        timing = timing or r.timing
+        verdict = verdict or r.verdict
+    observed = tuple((o.name, counts.get(i, 0)) for i, o in enumerate(s.observations))
+    return Sighted(observed, timing, verdict)

@@ -61,6 +61,47 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
+class Timing:
+    """An account's request timing as the store keeps it (this request included)."""
+
+    gaps: int  # gaps between requests counted so far
+    mean_ms: float  # their mean
+    m2: float  # sum of squared deviations (Welford)
+    hours: int  # bit h set: the account was active in UTC hour-of-day h
+
+    @property
+    def cv(self) -> float | None:
+        """Coefficient of variation of the gaps (None below two gaps or a zero mean)."""
+        if self.gaps < 2 or self.mean_ms <= 0:
+            return None
+        return math.sqrt(max(self.m2, 0.0) / (self.gaps - 1)) / self.mean_ms
+
+    @property
+    def active_hours(self) -> int:
+        """Distinct hours of the day the account was seen in."""
+        return self.hours.bit_count()
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictView:
+    """The off-path analysis' verdict on an account, as read with the counters."""
+
+    action: str  # watch | restrict | deny
+    cluster: str
+    score: float
+    until: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Sighted:
+    """What the store answered for a plan's sightings."""
+
+    observed: tuple[tuple[str, int], ...] = ()  # (signal, distinct count after this request)
+    timing: Timing | None = None
+    verdict: VerdictView | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MeterResult:
     """The answer of `RateStore.hit`: one per request."""
 
@@ -70,6 +111,7 @@ class MeterResult:
     signals: tuple[Signal, ...] = ()
     violations: tuple[Violation, ...] = ()
     degraded: bool = False  # decided by the fail-open local limiter, not the shared store
+    sighted: Sighted | None = None
 
 
 ALLOWED = MeterResult(allowed=True)
@@ -117,6 +159,7 @@ def to_result(
     a: Assessment,
     *,
     allowed: bool,
+    sighted: Sighted | None = None,
 ) -> MeterResult:
     """The MeterResult of a decision; `allowed` says whether the costs were charged."""
     states: list[LimitState] = []
@@ -160,6 +203,7 @@ def to_result(
         limits=tuple(states),
         signals=signals,
         violations=tuple(violations),
+        sighted=sighted,
     )
 
 

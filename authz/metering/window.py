@@ -156,3 +156,28 @@ def spike(view: VolumeView, settings: AnomalySettings) -> Spike:
     multiple = x / base
     fired = z >= settings.z_score and multiple >= settings.multiple
     return Spike(view.count + 1, base, z, multiple, fired)
+
+
+# --- request timing (detection) ------------------------------------------------------------
+
+TIMING_TTL_MS = 2 * 24 * HOUR_MS
+
+
+def observe_timing(
+    stored: tuple[int, int, float, float, int] | None, now_ms: int
+) -> tuple[int, int, float, float, int]:
+    """Fold one request into an account's timing: (gaps, last_ms, mean_ms, m2, hours mask).
+
+    Welford's running mean and squared deviations of the gaps between requests;
+    a request older than the last one seen counts as a zero gap. Lua mirrors it.
+    """
+    hour_bit = 1 << ((now_ms // HOUR_MS) % 24)
+    if stored is None:
+        return 0, now_ms, 0.0, 0.0, hour_bit
+    n, last, mean, m2, hours = stored
+    gap = float(max(0, now_ms - last))
+    n += 1
+    d = gap - mean
+    mean = mean + d / float(n)
+    m2 = m2 + d * (gap - mean)
+    return n, max(last, now_ms), mean, m2, hours | hour_bit

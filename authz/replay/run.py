@@ -22,6 +22,7 @@ from authz import governance
 from authz.app import App, build_app
 from authz.clock import ManualClock
 from authz.decision import Decision
+from authz.detect.rules import Risk
 from authz.errors import ConfigError
 from authz.facts import RequestFacts
 from authz.metering import MemoryRateStore
@@ -157,12 +158,39 @@ class Replayer:
         headers = dict(decision.upstream_headers)
         exposure = headers.get(governance.REASONING) if decision.allowed else None
         tier = self.app.rules.current().tiers.get(account.tier) if account else None
+        a = decision.assessment
         restricted = bool(
             exposure is not None
             and tier is not None
-            and EXPOSURE_RANK.get(exposure, 0) < EXPOSURE_RANK.get(tier.reasoning, 0)
+            and (
+                EXPOSURE_RANK.get(exposure, 0) < EXPOSURE_RANK.get(tier.reasoning, 0)
+                or (a is not None and a.applied >= Risk.RESTRICT)
+            )
         )
         location = decision.location
+        features, sighted = decision.features, decision.sighted
+        detection: dict[str, Any] = {}
+        if features is not None:
+            detection = {
+                "template": features.template_id,
+                "elicitation": round(features.elicitation.score, 4),
+                "client": features.client,
+            }
+        if sighted is not None:
+            detection["pools"] = dict(sighted.observed)
+            if sighted.timing is not None:
+                cv = sighted.timing.cv
+                detection["gaps"] = sighted.timing.gaps
+                detection["cv"] = None if cv is None else round(cv, 4)
+        if a is not None:
+            detection.update(
+                risk=a.risk.label,
+                applied=a.applied.label,
+                score=a.score,
+                detectors=list(a.fired),
+            )
+            if a.cluster:
+                detection["cluster"] = a.cluster
         return {
             "i": record.line,
             "ts": record.ts,
@@ -184,6 +212,7 @@ class Replayer:
                 "shadow": list(decision.shadow_denies),
                 "would_deny": decision.would_deny.value if decision.would_deny else None,
                 "tokens": decision.estimated_tokens,
+                **detection,
             },
         }
 

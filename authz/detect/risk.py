@@ -1,0 +1,64 @@
+"""The detect phase's arithmetic: features and pooled signals into a graduated action.
+
+Each detector yields a strength from 0 to 1; weighted strengths combine as
+independent evidence (1 - prod(1 - w*s)), unverified accounts' scores are
+scaled up, and the tier's thresholds turn the score into none, watch,
+restrict or deny. A verdict of the off-path analysis on the account raises the
+action to its own. Shadow detectors are scored but left out of the action
+applied, so their effect can be measured before it is enforced.
+"""
+
+from __future__ import annotations
+
+from authz.accounts import Kyc
+from authz.detect.features import RequestFeatures
+from authz.detect.rules import DETECTORS, Assessment, DetectionRules, Risk, combine
+from authz.metering.result import Sighted
+
+
+def assess_risk(
+    rules: DetectionRules,
+    *,
+    tier: str,
+    kyc: Kyc,
+    features: RequestFeatures,
+    sighted: Sighted | None,
+) -> Assessment:
+    """The risk of one request (see the module docstring)."""
+    d = rules.detectors
+    pools = dict(sighted.observed) if sighted is not None else {}
+    timing = sighted.timing if sighted is not None else None
+    strengths = {
+        "template_spread": d.template_spread.strength(pools.get("template_accounts", 0)),
+        "elicitation": d.elicitation.strength(features.elicitation.score),
+        "regularity": d.regularity.strength(timing.gaps, timing.cv) if timing else 0.0,
+    }
+    weights = {
+        "template_spread": d.template_spread.weight,
+        "elicitation": d.elicitation.weight,
+        "regularity": d.regularity.weight,
+    }
+    shadow: set[str] = set(DETECTORS) if rules.shadow else set(rules.shadow_detectors)
+    factor = 1.0 if kyc is Kyc.VERIFIED else rules.unverified_factor
+    score = min(1.0, combine(strengths, weights) * factor)
+    enforced = {k: v for k, v in strengths.items() if k not in shadow}
+    applied_score = min(1.0, combine(enforced, weights) * factor)
+    thresholds = rules.tiers.get(tier, rules.thresholds)
+    risk, applied = thresholds.action(score), thresholds.action(applied_score)
+    fired = [_name(k, shadow) for k, v in strengths.items() if v > 0]
+    cluster = ""
+    verdict = sighted.verdict if sighted is not None else None
+    if verdict is not None:
+        said = Risk.parse(verdict.action)
+        if said > Risk.NONE:
+            fired.append(_name("verdict", shadow))
+            cluster = verdict.cluster
+            risk = max(risk, said)
+            if "verdict" not in shadow:
+                applied = max(applied, said)
+            score = max(score, min(1.0, verdict.score))
+    return Assessment(risk, round(score, 4), tuple(fired), applied, cluster)
+
+
+def _name(detector: str, shadow: set[str]) -> str:
+    return f"shadow:{detector}" if detector in shadow else detector

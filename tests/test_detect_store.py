@@ -1,0 +1,197 @@
+"""Detection's sightings in the rate stores: pool counts, account timing and verdicts,
+answered in the same store call as the counters, the same on memory, Redis and Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+
+import pytest
+from redis.asyncio import Redis
+
+from authz.detect.keys import sightings, timing_key, verdict_key
+from authz.metering.connect import open_rate_store, rate_client
+from authz.metering.memory import MemoryRateStore
+from authz.metering.plan import Plan
+from authz.metering.redis_store import RedisRateStore
+from authz.metering.result import MeterResult, VerdictView
+from authz.metering.window import observe_timing
+from tests.metering_support import T0, compiled, plan_for
+
+_LIMITS = compiled("account: {requests: {1m: 100}}\nentity: {requests: {1d: 1000}}\n")
+
+
+def _plan(account: str, template: str, now: float, *, counters: bool = True) -> Plan:
+    base = plan_for(_LIMITS, account, "ent", tokens=0) if counters else Plan(counters=())
+    s = sightings(
+        account=account,
+        template=template,
+        network="73.1.2.0/24",
+        asn=7922,
+        client="c1",
+        now=now,
+    )
+    return dataclasses.replace(base, sightings=s)
+
+
+def _sequence(seed: int) -> list[tuple[str, str, float]]:
+    rng = random.Random(seed)
+    t = T0
+    out = []
+    for _ in range(120):
+        t += rng.choice([0.0, 0.4, 7.0, 61.0, 900.0, 3700.0])
+        out.append((f"acct{rng.randrange(6)}", f"tpl{rng.randrange(3)}", t))
+    return out
+
+
+def _answers(results: list[MeterResult]) -> list[tuple[object, ...]]:
+    out = []
+    for r in results:
+        s = r.sighted
+        assert s is not None
+        t = s.timing
+        assert t is not None
+        out.append((r.allowed, s.observed, (t.gaps, t.mean_ms, t.m2, t.hours), s.verdict))
+    return out
+
+
+async def _replay(
+    store: MemoryRateStore | RedisRateStore, seq: list[tuple[str, str, float]]
+) -> list[MeterResult]:
+    return [await store.hit(_plan(a, tpl, now), now) for a, tpl, now in seq]
+
+
+def test_memory_pools_count_distinct_members_per_bucket() -> None:
+    store = MemoryRateStore()
+
+    async def run() -> None:
+        first = await store.hit(_plan("a", "t", T0), T0)
+        again = await store.hit(_plan("a", "t", T0 + 1), T0 + 1)
+        other = await store.hit(_plan("b", "t", T0 + 2), T0 + 2)
+        later = await store.hit(_plan("c", "t", T0 + 3600), T0 + 3600)  # the next hour
+        assert first.sighted and again.sighted and other.sighted and later.sighted
+        assert dict(first.sighted.observed)["template_accounts"] == 1
+        assert dict(again.sighted.observed)["template_accounts"] == 1
+        assert dict(other.sighted.observed)["template_accounts"] == 2
+        assert dict(later.sighted.observed)["template_accounts"] == 1
+        assert dict(other.sighted.observed)["account_templates"] == 1
+        assert dict(other.sighted.observed)["network_accounts"] == 2
+
+    asyncio.run(run())
+
+
+def test_timing_follows_welford() -> None:
+    gaps = [60_000, 60_000, 61_000, 59_000, 600_000]
+    state = observe_timing(None, 0)
+    now = 0
+    for g in gaps:
+        now += g
+        state = observe_timing(state, now)
+    n, last, mean, m2, hours = state
+    assert (n, last) == (5, now)
+    assert mean == pytest.approx(sum(gaps) / 5)
+    var = sum((g - mean) ** 2 for g in gaps) / 4
+    assert m2 / 4 == pytest.approx(var)
+    assert hours == 1  # all within the first UTC hour of day 0
+    # An out-of-order request is a zero gap and does not move `last` back.
+    assert observe_timing(state, now - 5000)[1] == now
+
+
+def test_verdicts_are_read_until_they_expire() -> None:
+    store = MemoryRateStore()
+    store.put_verdict(verdict_key("a"), VerdictView("restrict", "c-9", 0.9, T0 + 100))
+
+    async def run() -> None:
+        during = await store.hit(_plan("a", "t", T0 + 10), T0 + 10)
+        after = await store.hit(_plan("a", "t", T0 + 100), T0 + 100)
+        others = await store.hit(_plan("b", "t", T0 + 10), T0 + 10)
+        assert during.sighted and during.sighted.verdict == VerdictView(
+            "restrict", "c-9", 0.9, T0 + 100
+        )
+        assert after.sighted and after.sighted.verdict is None
+        assert others.sighted and others.sighted.verdict is None
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_redis_answers_like_memory(redis_url: str) -> None:
+    seq = _sequence(3)
+
+    async def run() -> None:
+        client = rate_client(redis_url)
+        assert isinstance(client, Redis)
+        try:
+            redis_results = await _replay(RedisRateStore(client), seq)
+            keys = {k.decode() for k in await client.keys("dg:d:*")}
+        finally:
+            await client.aclose()
+        memory_results = await _replay(MemoryRateStore(), seq)
+        assert _answers(redis_results) == _answers(memory_results)
+        assert timing_key("acct0") in keys
+        assert any(k.startswith("dg:d:{t:tpl0}:h:") for k in keys)
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
+    async def run() -> None:
+        client = rate_client(redis_url)
+        assert isinstance(client, Redis)
+        try:
+            await client.hset(
+                verdict_key("a"),
+                mapping={
+                    "action": "restrict",
+                    "cluster": "c-1",
+                    "score": "0.8",
+                    "until": str(T0 + 60),
+                },
+            )
+            store = RedisRateStore(client)
+            calls = 0
+            real = store._hit
+
+            async def counted(**kw: object) -> object:
+                nonlocal calls
+                calls += 1
+                return await real(**kw)  # type: ignore[arg-type]
+
+            store._hit = counted  # type: ignore[assignment]
+            hit = await store.hit(_plan("a", "t", T0), T0)
+            late = await store.hit(_plan("a", "t", T0 + 61), T0 + 61)
+            only = await store.hit(_plan("a", "t", T0 + 1, counters=False), T0 + 1)
+        finally:
+            await client.aclose()
+        assert calls == 3  # one script call per check, counters and sightings together
+        assert hit.sighted and hit.sighted.verdict == VerdictView("restrict", "c-1", 0.8, T0 + 60)
+        assert late.sighted and late.sighted.verdict is None  # past `until` by our clock
+        assert only.sighted and only.sighted.verdict is not None and only.limits == ()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_cluster_answers_like_memory(redis_cluster_url: str) -> None:
+    seq = _sequence(5)
+
+    async def run() -> None:
+        store = open_rate_store(redis_cluster_url, budget=2.0)
+        try:
+            results = await _replay(store, seq)  # type: ignore[arg-type]
+        finally:
+            await store.aclose()
+        assert _answers(results) == _answers(await _replay(MemoryRateStore(), seq))
+
+    asyncio.run(run())
+
+
+def test_timing_cv() -> None:
+    from authz.metering.result import Timing
+
+    assert Timing(1, 100.0, 0.0, 1).cv is None
+    assert Timing(3, 100.0, 200.0, 3).cv == pytest.approx(math.sqrt(100.0) / 100.0)
+    assert Timing(3, 100.0, 200.0, 0b1011).active_hours == 3
