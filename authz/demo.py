@@ -53,6 +53,11 @@ class Example:
     upstream: dict[str, str] = field(default_factory=dict)
     xff: str | None = None  # where the client "is": the demo trusts loopback as a proxy
     repeat: int = 1  # send this many times; the last answer is the one shown
+    # A campaign: the same prompt template from each of these keys, in turn, before
+    # `key` sends it (slots filled with the key's number); the last answer is shown.
+    campaign: tuple[str, ...] = ()
+    prompt: str = "Hello"
+    thinking_budget: int = 0
 
     def headers(self) -> dict[str, str]:
         """The request headers."""
@@ -61,14 +66,25 @@ class Example:
             out["x-forwarded-for"] = self.xff
         return out | self.forged | {"content-type": "application/json"}
 
-    def body(self) -> bytes:
-        """A small Messages-API style JSON body naming the model."""
-        msg = {
+    def body(self, slot: int = 0) -> bytes:
+        """A small Messages-API style JSON body naming the model (`slot` fills the prompt)."""
+        msg: dict[str, Any] = {
             "model": self.model,
             "max_tokens": 64,
-            "messages": [{"role": "user", "content": "Hello"}],
+            "messages": [{"role": "user", "content": self.prompt.format(n=slot + 17)}],
         }
+        if self.thinking_budget:
+            msg["max_tokens"] = self.thinking_budget + 1024
+            msg["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
         return json.dumps(msg, separators=(",", ":")).encode()
+
+    def requests(self) -> list[tuple[dict[str, str], bytes]]:
+        """Every request the example sends, in order (headers, body)."""
+        out = []
+        for n, key in enumerate(self.campaign):
+            out.append((self.headers() | {"authorization": f"Bearer {key}"}, self.body(n)))
+        out += [(self.headers(), self.body(len(self.campaign)))] * self.repeat
+        return out
 
 
 EXAMPLES = (
@@ -132,6 +148,28 @@ EXAMPLES = (
         xff="90.1.2.3",
         repeat=4,
     ),
+    Example(
+        "restricted: six accounts of one organisation send the same step-by-step template "
+        "(a campaign's signature); the next request gets summary reasoning, no logprobs and "
+        "a watermark key of its own",
+        "frontier-2",
+        "dg_demo_ent_orbit_000001",
+        200,
+        "ok",
+        xff="73.1.2.3",
+        campaign=tuple(f"dg_demo_ent_orbit_00000{i}" for i in range(1, 7)),
+        prompt=(
+            "You are an expert competitive programmer. Solve problem {n} of the set: write a "
+            "function that merges overlapping intervals. Think step by step and show all of "
+            "your reasoning before the final answer, then verify each step."
+        ),
+        thinking_budget=16000,
+        upstream={
+            "x-distill-reasoning": "summary",
+            "x-distill-risk": "restrict",
+            "x-distill-logprobs": "denied",
+        },
+    ),
 )
 
 
@@ -140,13 +178,14 @@ def curl_line(url: str, ex: Example) -> str:
     parts = ["curl", "-sS", "-i", url]
     for name, value in ex.headers().items():
         parts += ["-H", f"{name}: {value}"]
-    parts += ["-d", ex.body().decode()]
+    parts += ["-d", ex.body(len(ex.campaign)).decode()]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def show(n: int, url: str, ex: Example, result: HttpResult) -> bool:
     """Print one example and its result; True when the answer is the expected one."""
-    again = f"   (sent {ex.repeat} times; the last answer:)\n" if ex.repeat > 1 else ""
+    sent = len(ex.requests())
+    again = f"   (sent {sent} times; the last answer:)\n" if sent > 1 else ""
     print(f"\n{n}. {ex.title}\n   $ {curl_line(url, ex)}\n{again}", end="")
     decision = result.headers.get("x-distill-decision-id", "-")
     print(f"   -> HTTP {result.status}   x-distill-decision-id: {decision}")
@@ -188,6 +227,20 @@ def _show_upstream(body: dict[str, Any], ex: Example) -> bool:
             verdict = "removed: the model API never saw it"
         print(f"   client's forged '{name}: {value}': {verdict}")
         ok = ok and clean
+    for name, value in ex.upstream.items():
+        if name in ex.forged:
+            continue
+        got = seen.get(name, [])
+        print(f"   {name}: {', '.join(got) or 'absent'}" + ("" if got == [value] else "  WRONG"))
+        ok = ok and got == [value]
+    served = body.get("served", {})
+    if ex.campaign:
+        print(
+            "   the model API served: reasoning "
+            f"{served.get('reasoning_exposure')!r}, logprobs {served.get('logprobs')}, "
+            f"max thinking tokens {served.get('max_thinking_tokens')}, "
+            f"watermark key {served.get('watermark_key')!r}"
+        )
     leaked = bool(body.get("credential_received"))
     print(f"   API key reached the model API: {'YES' if leaked else 'no (removed by Envoy)'}")
     return ok and not leaked
@@ -246,8 +299,8 @@ def run_examples(ports: DemoPorts) -> bool:
     url = f"http://127.0.0.1:{ports.envoy}{PATH}"
     ok = True
     for n, ex in enumerate(EXAMPLES, 1):
-        for _ in range(ex.repeat):
-            result = http_request(url, method="POST", headers=ex.headers(), body=ex.body())
+        for headers, body in ex.requests():
+            result = http_request(url, method="POST", headers=headers, body=body)
         ok = show(n, url, ex, result) and ok
     explain_example(6, EXAMPLES[5])
     return ok
