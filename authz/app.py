@@ -138,7 +138,7 @@ def build_app(
         cache_ttl=settings.registry_cache_ttl,
     )
     # A caller that must not count against the shared store (explain) brings its own.
-    rates = rates or store_rates
+    rates = rates if rates is not None else store_rates
     accounts: WatchedFile[MemoryRegistry] | None = None
     registry = LayeredRegistry(None, dynamic)
     if settings.accounts is not None:

@@ -119,7 +119,7 @@ def make_pipeline(
         registry=registry or demo_registry(),
         hasher=KeyHasher(),
         geo=geo or StaticGeo(),
-        rates=rates or MemoryRateStore(),
+        rates=rates if rates is not None else MemoryRateStore(),
         clock=clock or ManualClock(1_790_000_000.0),
         sink=sink,
     )

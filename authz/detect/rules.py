@@ -172,7 +172,10 @@ class DetectionRules(StrictModel):
         )
     )
     max_prompt_chars: int = Field(
-        default=4096, ge=0, le=1 << 20, description="Characters of prompt text examined."
+        default=1024,
+        ge=0,
+        le=1 << 20,
+        description="Characters of prompt text examined (cost grows with it: docs/detection.md).",
     )
     min_template_words: int = Field(
         default=8,
