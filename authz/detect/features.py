@@ -79,10 +79,10 @@ class _Walk:
                 self.chars -= len(value) + 1  # and the newline that joins parts
         elif isinstance(value, list):
             for item in value:
-                self.visit(item, depth + 1)
                 if self.chars <= 0 or self.values <= 0:
-                    self.cut = True
+                    self.cut = True  # items are left
                     return
+                self.visit(item, depth + 1)
         elif isinstance(value, Mapping):
             # A message or a content part: its text (text parts) or nested content
             # (messages, tool results). Images, thinking blocks, tool inputs are skipped.
@@ -381,7 +381,8 @@ FULL_THINKING_BUDGET = 16384
 _BIG = 10**9
 _EFFORT = {"minimal": 0.0, "none": 0.0, "low": 0.25, "medium": 0.5, "high": 1.0, "xhigh": 1.0}
 
-# Phrases, matched on lower-cased text; a space matches any run of whitespace.
+# Phrases, matched on lower-cased text; a space matches one or more whitespace
+# characters (so an optional space is written \s*, never " ?").
 # Each is tried only when its gate word is among the text's words: the leading
 # word, or each word of a leading (?:a|b|c) group, or the words given with it.
 # Phrases without a gate (Chinese, Japanese) are tried on non-ASCII text only.
@@ -439,7 +440,7 @@ _PHRASES: dict[str, tuple[_Phrase, ...]] = {
         r"answer)",
         r"intermediate (?:steps|reasoning|results|calculations)",
         r"(?:explain|justify) (?:why )?(?:each|every) step",
-        r"final answer",
+        r"final answer\s*(?::|(?:in|inside|within|as|on|at|after)\b)",  # a format, not a question
         (("boxed",), r"\\boxed"),
         r"antes de (?:responder|contestar)",
         r"pasos intermedios",
@@ -456,7 +457,7 @@ _PHRASES: dict[str, tuple[_Phrase, ...]] = {
         r"最终答案",
     ),
     "self_check": (
-        r"(?:verify|check|recheck|validate) (?:your|the|each) (?:answer|work|solution|result"
+        r"(?:verify|check|recheck|validate) (?:your|each) (?:answer|work|solution|result"
         r"|reasoning|steps?)",
         r"double[\s-]?check",
         r"self[\s-](?:verif|check|critique|reflect|correct)",
