@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from authz.detect.settings import AnalysisSettings
 from authz.schema import StrictModel
 
 
@@ -95,8 +96,9 @@ class Detectors(StrictModel):
     """The request-path detectors."""
 
     template_spread: Ramp = Field(
-        default=Ramp(start=2, full=8, weight=0.7),
-        description="Distinct accounts that sent this exact prompt template within the hour.",
+        default=Ramp(start=3, full=12, weight=0.45),
+        description="Distinct accounts that sent this exact prompt template within the hour. "
+        "Alone it only watches: CI jobs of many customers share templates too.",
     )
     elicitation: Ramp = Field(
         default=Ramp(start=0.3, full=0.8, weight=0.35),
@@ -195,6 +197,10 @@ class DetectionRules(StrictModel):
         "so they are restricted sooner.",
     )
     restrict: RestrictOutput = Field(default_factory=RestrictOutput)
+    analysis: AnalysisSettings = Field(
+        default_factory=AnalysisSettings,
+        description="The off-path analysis (`distill-guard analyze`): linking, scores, verdicts.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,8 @@ def render_summary(summary: Summary, seconds: float) -> str:
         lines += [f"  line {b.line}: {b.problem}" for b in summary.bad_examples]
         if summary.bad_lines > len(summary.bad_examples):
             lines.append(f"  ... and {summary.bad_lines - len(summary.bad_examples):,} more")
+    if summary.verdicts:
+        lines.append(f"off-path analysis: {summary.verdicts:,} verdicts written")
     if summary.time_went_back:
         lines.append(
             f"warning: time went back on {summary.time_went_back:,} lines "
@@ -128,7 +130,16 @@ def _bench(ns: argparse.Namespace, settings: Settings) -> int:
         base = time.process_time() - start
         traffic.seek(0)
         start = time.process_time()
-        summary = asyncio.run(replay(settings, traffic, sink, allow_used_store=ns.reuse_store))
+        summary = asyncio.run(
+            replay(
+                settings,
+                traffic,
+                sink,
+                allow_used_store=ns.reuse_store,
+                analysis_lag=None if ns.no_analysis else ns.analysis_lag,
+                analysis_interval=ns.analysis_interval,
+            )
+        )
         full = time.process_time() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
@@ -174,6 +185,8 @@ def _run(ns: argparse.Namespace) -> int:
                     compare_rules=Path(ns.compare) if ns.compare else None,
                     allow_used_store=ns.reuse_store,
                     progress=bar,
+                    analysis_lag=None if ns.no_analysis else ns.analysis_lag,
+                    analysis_interval=ns.analysis_interval,
                 )
             )
     except (ConfigError, OSError) as exc:
@@ -236,6 +249,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--compare",
         metavar="OLD_RULES",
         help="also decide with these rules and report the requests whose decision changes",
+    )
+    p.add_argument(
+        "--analysis-lag",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="traffic time from a decision to its record reaching the off-path analysis "
+        "(the audit stream's delay) [default: 60]",
+    )
+    p.add_argument(
+        "--analysis-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="traffic time between two runs of the analysis [default: 60]",
+    )
+    p.add_argument(
+        "--no-analysis",
+        action="store_true",
+        help="request-path detection only: do not run the off-path analysis",
     )
     p.add_argument("--summary", metavar="FILE", help="write the summary as JSON here too")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +20,15 @@ from typing import IO, Any
 
 from authz import governance
 from authz.app import App, build_app
+from authz.audit.record import build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
+from authz.detect.keys import verdict_key
 from authz.detect.rules import Risk
 from authz.errors import ConfigError
 from authz.facts import RequestFacts
 from authz.metering import MemoryRateStore
+from authz.metering.result import VerdictView
 from authz.replay.traffic import BadLine, TrafficRecord, as_envoy_sees_it, read_traffic
 from authz.settings import Settings
 
@@ -33,13 +36,6 @@ from authz.settings import Settings
 EXPOSURE_RANK = {"none": 0, "summary": 1, "full": 2}
 # Bad lines kept with their problem for the summary (all are counted).
 KEEP_BAD_LINES = 20
-
-
-class _Discard:
-    """Replay's decisions go to the output file, not to an audit trail."""
-
-    def record(self, facts: RequestFacts, decision: Decision) -> None:
-        """Nothing to do: the caller writes the decision."""
 
 
 @dataclass
@@ -54,6 +50,7 @@ class Summary:
     bad_lines: int = 0
     bad_examples: list[BadLine] = field(default_factory=list)
     time_went_back: int = 0
+    verdicts: int = 0  # written by the off-path analysis (when it ran)
     first_ts: float | None = None
     last_ts: float | None = None
     compared: bool = False
@@ -82,6 +79,7 @@ class Summary:
             "skipped_lines": self.bad_lines,
             "skipped_examples": [{"line": b.line, "problem": b.problem} for b in self.bad_examples],
             "time_went_back": self.time_went_back,
+            "verdicts": self.verdicts,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
         }
@@ -104,20 +102,110 @@ def outcome(row: dict[str, Any]) -> str:
     return f"deny {row['reason']}"
 
 
+class OffPath:
+    """The off-path analysis, advanced in the traffic's time.
+
+    Live, audit records reach `distill-guard analyze` through the stream and its
+    verdicts come back a little later. Here each decision's record is handed to
+    the same Analyzer `lag` seconds (of traffic time) after the decision, the
+    analysis runs every `interval` seconds of traffic time, and its verdicts are
+    written to the replay's store, where the next checks read them.
+    """
+
+    def __init__(self, app: App, *, lag: float, interval: float) -> None:
+        from authz.detect.analyzer import Analyzer
+
+        self.app = app
+        self.analyzer = Analyzer(app.rules.current().detection.analysis)
+        self.lag = lag
+        self.interval = interval
+        self._due: deque[tuple[float, dict[str, Any]]] = deque()
+        self._next_run: float | None = None
+        self.verdicts_written = 0
+        self.records_skipped = 0
+
+    def record(self, facts: RequestFacts, decision: Decision) -> None:
+        """Queue the decision's audit record (only decisions made for a known caller)."""
+        if decision.caller is None:
+            return
+        record = to_dict(build_record(facts, decision, trace_id=""))
+        self._due.append((decision.time + self.lag, record))
+
+    async def advance(self, now: float) -> None:
+        """Deliver the records due by `now` and run every analysis due by then."""
+        from authz.detect.analyzer import RecordError
+
+        if self._next_run is None:
+            self._next_run = now + self.interval
+        while self._due and self._due[0][0] <= now:
+            due, record = self._due.popleft()
+            while self._next_run <= due:  # an analysis that ran before this record arrived
+                await self._run(self._next_run)
+            try:
+                self.analyzer.observe(record)
+            except RecordError:
+                self.records_skipped += 1
+        while self._next_run <= now:
+            await self._run(self._next_run)
+
+    async def _run(self, at: float) -> None:
+        verdicts = self.analyzer.analyze(at)
+        self._next_run = at + self.interval
+        if not verdicts:
+            return
+        rates = self.app.rates
+        if isinstance(rates, MemoryRateStore):
+            for v in verdicts:
+                rates.put_verdict(
+                    verdict_key(v.account), VerdictView(v.action, v.cluster, v.score, v.until)
+                )
+        elif self.app.redis is not None:
+            from authz.detect.verdicts import RedisVerdictSink
+
+            await RedisVerdictSink(self.app.redis).put(verdicts, now=at)
+        self.verdicts_written += len(verdicts)
+
+
+class _Recorded:
+    """The replay's decision sink: hands each decision to the off-path analysis."""
+
+    def __init__(self) -> None:
+        self.offpath: OffPath | None = None
+
+    def record(self, facts: RequestFacts, decision: Decision) -> None:
+        """Queue the record for the analysis (when it runs)."""
+        if self.offpath is not None:
+            self.offpath.record(facts, decision)
+
+
 class Replayer:
     """Decides traffic records one by one with the server's pipeline."""
 
-    def __init__(self, settings: Settings, *, rates_private: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rates_private: bool = False,
+        analysis_lag: float | None = None,
+        analysis_interval: float = 60.0,
+    ) -> None:
         self.clock = ManualClock()
         self._line = 0
+        sink = _Recorded()
         self.app: App = build_app(
             settings,
             clock=self.clock,
-            sink=_Discard(),
+            sink=sink,
             rates=MemoryRateStore() if rates_private else None,
             ids=self._decision_id,
         )
         self._max_body = settings.max_body_bytes
+        detection = self.app.rules.current().detection
+        self.offpath: OffPath | None = None
+        if analysis_lag is not None and detection.enabled:
+            self.offpath = sink.offpath = OffPath(
+                self.app, lag=analysis_lag, interval=analysis_interval
+            )
 
     def _decision_id(self) -> str:
         return f"replay-{self._line:09d}"
@@ -147,6 +235,8 @@ class Replayer:
         """The decision for one record, at the record's time."""
         self._line = record.line
         self.clock.set(record.ts)
+        if self.offpath is not None:
+            await self.offpath.advance(record.ts)
         facts = as_envoy_sees_it(
             record, max_body_bytes=self._max_body, request_id=f"replay-{record.line}"
         )
@@ -232,14 +322,24 @@ async def replay(
     compare_rules: Path | None = None,
     allow_used_store: bool = False,
     progress: Progress | None = None,
+    analysis_lag: float | None = None,
+    analysis_interval: float = 60.0,
 ) -> Summary:
-    """Replay a traffic stream into `out`, one JSON line per request; the summary."""
+    """Replay a traffic stream into `out`, one JSON line per request; the summary.
+
+    With `analysis_lag` (seconds) the off-path analysis runs in traffic time (OffPath).
+    """
     summary = Summary(compared=compare_rules is not None)
-    new = Replayer(settings)
+    new = Replayer(settings, analysis_lag=analysis_lag, analysis_interval=analysis_interval)
     # The old rules decide on a private memory store, so the two never share counters.
     old = None
     if compare_rules is not None:
-        old = Replayer(dataclasses.replace(settings, rules=compare_rules), rates_private=True)
+        old = Replayer(
+            dataclasses.replace(settings, rules=compare_rules),
+            rates_private=True,
+            analysis_lag=analysis_lag,
+            analysis_interval=analysis_interval,
+        )
     try:
         await new.ready(allow_used_store=allow_used_store)
         for item in read_traffic(traffic):
@@ -263,6 +363,8 @@ async def replay(
         await new.close()
         if old is not None:
             await old.close()
+    if new.offpath is not None:
+        summary.verdicts = new.offpath.verdicts_written
     return summary
 
 

@@ -1,0 +1,826 @@
+"""The off-path analysis: link accounts into clusters and score each cluster.
+
+Pure Python and clock-driven: `observe` takes audit records (or their compact
+`Observation`s) in any order, `analyze(now)` looks at the last `window`
+seconds before `now` and returns verdicts. Nothing reads a clock.
+
+One analysis, in order:
+
+1. expire what is older than the window, and accounts with nothing left;
+2. template clusters: exact template ids, then near-duplicates (SimHash LSH
+   bands, confirmed by Hamming distance); a template cluster used by several
+   identities is *shared*;
+3. link accounts (union-find) by shared template clusters, by client
+   fingerprint within one /24, by entity, by sign-up cohort and by
+   synchronised regular timing;
+4. score each cluster of two or more accounts from named components
+   (authz.detect.settings.Components), scaled down when it spans few
+   identities (a verified entity counts once);
+5. give each member a verdict from the cluster's score times its KYC
+   multiplier; restriction needs several kinds of evidence in the cluster and
+   some evidence of the member's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from authz.detect.features import simhash_bands
+from authz.detect.settings import KINDS, AnalysisSettings
+from authz.detect.verdicts import ACTIONS, Action, Verdict
+
+_HOUR = 3600.0
+_DAY = 86400.0
+_BANDS = 4  # LSH bands of a 64-bit SimHash: distances up to 3 bits always share one
+T = TypeVar("T")
+
+
+class RecordError(ValueError):
+    """An audit record the analysis cannot use; `kind` is a stable counter label."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the analysis keeps of one audit record."""
+
+    ts: float
+    account: str
+    entity: str = ""
+    kyc: str = ""
+    tier: str = ""
+    created: float | None = None
+    network: str = ""
+    asn: int = 0
+    client: str = ""
+    template: str = ""
+    simhash: int | None = None
+    elicitation: float = 0.0
+    model: str = ""
+    prompt_chars: int = 0
+
+    def to_compact(self) -> list[Any]:
+        """A short JSON-ready list (the worker's observation log entry)."""
+        return [
+            self.ts,
+            self.account,
+            self.entity,
+            self.kyc,
+            self.tier,
+            self.created,
+            self.network,
+            self.asn,
+            self.client,
+            self.template,
+            None if self.simhash is None else f"{self.simhash:016x}",
+            self.elicitation,
+            self.model,
+            self.prompt_chars,
+        ]
+
+    @classmethod
+    def from_compact(cls, row: Sequence[Any]) -> Observation:
+        """The inverse of `to_compact`; RecordError when the row is not one."""
+        try:
+            (
+                ts,
+                account,
+                entity,
+                kyc,
+                tier,
+                created,
+                net,
+                asn,
+                client,
+                tpl,
+                sim,
+                elic,
+                model,
+                chars,
+            ) = row
+            return cls(
+                float(ts),
+                str(account),
+                str(entity),
+                str(kyc),
+                str(tier),
+                None if created is None else float(created),
+                str(net),
+                int(asn),
+                str(client),
+                str(tpl),
+                None if sim is None else int(sim, 16),
+                float(elic),
+                str(model),
+                int(chars),
+            )
+        except (TypeError, ValueError) as exc:
+            raise RecordError("bad_observation", f"not an observation: {exc}") from None
+
+
+def _epoch(value: object, name: str) -> float:
+    if not isinstance(value, str):
+        raise RecordError("bad_field", f"{name!r} is not an RFC 3339 time")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise RecordError("bad_field", f"{name!r} is not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise RecordError("bad_field", f"{name!r} has no time zone")
+    return when.timestamp()
+
+
+def parse_record(record: Mapping[str, Any]) -> Observation:
+    """The Observation of an audit record (its proto3 JSON mapping); RecordError if unusable.
+
+    A record needs `time` and `account`; a check that stopped before the detect
+    phase has no `detection`, and its features read as unknown.
+    """
+    account = record.get("account")
+    if not isinstance(account, str) or not account:
+        raise RecordError("missing_field", "no 'account'")
+    if "time" not in record:
+        raise RecordError("missing_field", "no 'time'")
+    ts = _epoch(record["time"], "time")
+    created_text = record.get("account_created")
+    created = None if created_text is None else _epoch(created_text, "account_created")
+    det = record.get("detection") or {}
+    if not isinstance(det, Mapping):
+        raise RecordError("bad_field", "'detection' is not an object")
+    try:
+        sim_text = det.get("simhash") or ""
+        return Observation(
+            ts=ts,
+            account=account,
+            entity=str(record.get("entity") or ""),
+            kyc=str(record.get("kyc") or ""),
+            tier=str(record.get("tier") or ""),
+            created=created,
+            network=str(record.get("client_network") or ""),
+            asn=int(record.get("asn") or 0),
+            client=str(det.get("client") or ""),
+            template=str(det.get("template") or ""),
+            simhash=int(sim_text, 16) if sim_text else None,
+            elicitation=float(det.get("elicitation") or 0.0),
+            model=str(record.get("model") or ""),
+            prompt_chars=int(det.get("prompt_chars") or 0),
+        )
+    except (TypeError, ValueError) as exc:
+        raise RecordError("bad_field", f"bad field: {exc}") from None
+
+
+class UnionFind(Generic[T]):
+    """Disjoint sets with path halving and union by size."""
+
+    def __init__(self) -> None:
+        self._parent: dict[T, T] = {}
+        self._size: dict[T, int] = {}
+
+    def add(self, item: T) -> None:
+        """Make `item` a set of its own unless it is known."""
+        if item not in self._parent:
+            self._parent[item] = item
+            self._size[item] = 1
+
+    def find(self, item: T) -> T:
+        """The representative of `item`'s set."""
+        parent = self._parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    def union(self, a: T, b: T) -> None:
+        """Join the sets of `a` and `b`."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self._size[ra] < self._size[rb]:
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._size[ra] += self._size[rb]
+
+
+class TemplateIndex:
+    """Templates seen within the window, with their near-duplicate links.
+
+    Candidates come from LSH: templates sharing one of the SimHash's bands. A
+    new template is compared, once, with at most `max_pairs` templates of each
+    of its buckets (the oldest), and the pairs within `max_bits` are kept as
+    links; an analysis then only joins linked live templates. Comparing once on
+    arrival rather than in every analysis keeps an analysis cheap, and the cap
+    bounds the work when many hashes collide (stock phrases).
+    """
+
+    def __init__(self, max_bits: int, max_pairs: int) -> None:
+        self.max_bits = max_bits
+        self.max_pairs = max_pairs
+        self._last: dict[str, float] = {}  # template id -> last seen
+        self._simhash: dict[str, int] = {}
+        self._near: dict[str, set[str]] = {}
+        self._buckets: dict[str, dict[str, None]] = {}  # band key -> templates (ordered)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def add(self, template: str, simhash: int | None, ts: float) -> None:
+        """Note a sighting of `template` at `ts`."""
+        last = self._last.get(template)
+        if last is not None:
+            if ts > last:
+                self._last[template] = ts
+            return
+        self._last[template] = ts
+        if simhash is None:
+            return
+        self._simhash[template] = simhash
+        for band in _bands(simhash):
+            bucket = self._buckets.setdefault(band, {})
+            for other in itertools.islice(bucket, self.max_pairs):
+                if (self._simhash[other] ^ simhash).bit_count() <= self.max_bits:
+                    self._near.setdefault(template, set()).add(other)
+                    self._near.setdefault(other, set()).add(template)
+            bucket[template] = None
+
+    def expire(self, cutoff: float) -> None:
+        """Forget templates last seen before `cutoff`."""
+        old = [t for t, last in self._last.items() if last < cutoff]
+        for template in old:
+            del self._last[template]
+            simhash = self._simhash.pop(template, None)
+            if simhash is not None:
+                for band in _bands(simhash):
+                    bucket = self._buckets[band]
+                    del bucket[template]
+                    if not bucket:
+                        del self._buckets[band]
+            for other in self._near.pop(template, ()):
+                links = self._near.get(other)
+                if links is not None:
+                    links.discard(template)
+                    if not links:
+                        del self._near[other]
+
+    def groups(self, live: Iterable[str]) -> dict[str, str]:
+        """Each live template's cluster, named by its smallest member id."""
+        alive = set(live)
+        uf: UnionFind[str] = UnionFind()
+        for template in alive:
+            uf.add(template)
+            for other in self._near.get(template, ()):
+                if other in alive:
+                    uf.add(other)
+                    uf.union(template, other)
+        names: dict[str, str] = {}
+        for template in sorted(alive):
+            names.setdefault(uf.find(template), template)
+        return {t: names[uf.find(t)] for t in alive}
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _bands(h: int) -> tuple[str, ...]:
+    """LSH keys of a SimHash (each names its band), cached: a template recurs in every analysis."""
+    return tuple(simhash_bands(h, bands=_BANDS))
+
+
+@dataclass(slots=True)
+class _Event:
+    ts: float
+    template: str
+    network: str
+    place: str  # AS number when known, else the /24: what a proxy pool varies
+    client: str
+    model: str
+    elicitation: float
+
+
+@dataclass(slots=True)
+class _Account:
+    entity: str
+    kyc: str
+    created: float | None
+    last: float
+    events: dict[object, _Event] = field(default_factory=dict)
+    summary: _Summary | None = None  # of the last analysis, while nothing changed
+
+
+@dataclass(slots=True)
+class _Summary:
+    """One account's window, as the analysis needs it."""
+
+    account: str
+    identity: str
+    kyc: str
+    created: float | None
+    events: list[_Event]
+    templates: Counter[str]
+    places: int
+    client: str  # the account's most used client fingerprint
+    pairs: set[tuple[str, str]]  # (client, network)
+    gaps: int
+    cv: float | None
+    median_gap: float
+    shared_share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What one analysis learnt about the whole window, shared by every cluster's judgement."""
+
+    now: float
+    template_cluster: Mapping[str, str]  # template id -> template cluster
+    shared: set[str]  # template clusters several identities use
+    cohorts: Mapping[str, int]  # account -> sign-up cohort number
+    new_after: float  # accounts opened after this are new
+    new_models: Mapping[str, float]  # model -> first appearance, for models released lately
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterReport:
+    """One cluster as the last analysis saw it: for logs, the harness and baselines."""
+
+    cluster: str
+    accounts: int
+    identities: int
+    score: float
+    strengths: dict[str, float]
+    values: dict[str, float]
+    reasons: tuple[str, ...]
+    kinds: int
+    action: str  # the cluster's own action before KYC multipliers and member checks
+
+
+class Analyzer:
+    """Links accounts into clusters and scores them (see the module docstring)."""
+
+    def __init__(self, settings: AnalysisSettings | None = None) -> None:
+        self.settings = settings or AnalysisSettings()
+        self._accounts: dict[str, _Account] = {}
+        link = self.settings.linking
+        self._templates = TemplateIndex(link.near_duplicate_bits, link.max_bucket_pairs)
+        self._model_first: dict[str, float] = {}
+        self._started: float | None = None
+        self._seq = 0
+        self._cluster_of: dict[str, str] = {}  # account -> cluster id of the last analysis
+        self.clusters: list[ClusterReport] = []
+
+    def __len__(self) -> int:
+        return sum(len(a.events) for a in self._accounts.values())
+
+    @property
+    def accounts(self) -> int:
+        """Accounts with state."""
+        return len(self._accounts)
+
+    def observe(self, record: Mapping[str, Any], source: object = None) -> None:
+        """Ingest one audit record; RecordError when it cannot be used.
+
+        `source` (e.g. the stream entry id) makes ingestion idempotent: a record
+        seen twice under one source counts once.
+        """
+        self.add(parse_record(record), source)
+
+    def add(self, obs: Observation, source: object = None) -> None:
+        """Ingest one observation (see `observe`)."""
+        acc = self._accounts.get(obs.account)
+        if acc is None:
+            acc = self._accounts[obs.account] = _Account(obs.entity, obs.kyc, obs.created, obs.ts)
+        else:
+            acc.entity, acc.kyc, acc.last = obs.entity, obs.kyc, max(acc.last, obs.ts)
+            if obs.created is not None:
+                acc.created = obs.created
+        acc.summary = None
+        if source is None:
+            self._seq += 1
+            source = self._seq
+        if len(acc.events) >= self.settings.max_events_per_account and source not in acc.events:
+            del acc.events[next(iter(acc.events))]  # the oldest arrival
+        # A short prompt's template is weak evidence: thousands of people say "hi".
+        template = (
+            obs.template if obs.prompt_chars >= self.settings.linking.min_template_chars else ""
+        )
+        acc.events[source] = _Event(
+            obs.ts,
+            template,
+            obs.network,
+            str(obs.asn) if obs.asn else obs.network,
+            obs.client,
+            obs.model,
+            obs.elicitation,
+        )
+        if template:
+            self._templates.add(template, obs.simhash, obs.ts)
+        if obs.model and obs.ts < self._model_first.get(obs.model, math.inf):
+            self._model_first[obs.model] = obs.ts
+        if self._started is None or obs.ts < self._started:
+            self._started = obs.ts
+
+    # --- analysis -----------------------------------------------------------------
+
+    def analyze(self, now: float) -> list[Verdict]:
+        """Cluster the accounts seen in the window before `now` and judge each member."""
+        summaries = self._expire_and_summarize(now)
+        template_cluster = self._template_clusters(summaries)
+        shared = self._shared_template_clusters(summaries, template_cluster)
+        cohorts = self._cohorts(summaries, now)
+        ctx = _Context(
+            now,
+            template_cluster,
+            shared,
+            cohorts,
+            now - self.settings.new_account_days * _DAY,
+            self._new_models(),
+        )
+        groups = self._link(summaries, ctx)
+        verdicts: list[Verdict] = []
+        reports: list[ClusterReport] = []
+        assigned: dict[str, str] = {}
+        for members in self._stable_order(groups):
+            cluster_id = self._cluster_id(members, assigned)
+            report, member_verdicts = self._judge(cluster_id, members, ctx)
+            reports.append(report)
+            verdicts.extend(member_verdicts)
+            for s in members:
+                assigned[s.account] = cluster_id
+        self._cluster_of = assigned
+        self.clusters = reports
+        return verdicts
+
+    def _expire_and_summarize(self, now: float) -> dict[str, _Summary]:
+        s = self.settings
+        cutoff = now - s.window
+        summaries: dict[str, _Summary] = {}
+        for account in list(self._accounts):
+            acc = self._accounts[account]
+            events = acc.events
+            # Arrival order is nearly time order: drop from the front, then filter stragglers.
+            while events and next(iter(events.values())).ts < cutoff:
+                del events[next(iter(events))]
+                acc.summary = None
+            if not events:
+                del self._accounts[account]
+                continue
+            summary = acc.summary
+            if summary is None or summary.events[0].ts < cutoff:
+                live = sorted((e for e in events.values() if cutoff <= e.ts <= now), key=_ts)
+                if not live:
+                    continue
+                summary = _summarize(account, acc, live)
+                # Reusable next time unless a request lies beyond `now` (it would join later).
+                acc.summary = summary if len(live) == len(events) else None
+            summaries[account] = summary
+        if len(self._accounts) > s.max_accounts:
+            idle = sorted(self._accounts, key=lambda a: self._accounts[a].last)
+            for account in idle[: len(self._accounts) - s.max_accounts]:
+                del self._accounts[account]
+                summaries.pop(account, None)
+        self._templates.expire(cutoff)
+        return summaries
+
+    def _template_clusters(self, summaries: Mapping[str, _Summary]) -> dict[str, str]:
+        """Each live template id's cluster: near-duplicate SimHashes joined."""
+        return self._templates.groups(t for s in summaries.values() for t in s.templates)
+
+    def _shared_template_clusters(
+        self, summaries: Mapping[str, _Summary], template_cluster: Mapping[str, str]
+    ) -> set[str]:
+        users: dict[str, set[str]] = {}
+        for summary in summaries.values():
+            for t in summary.templates:
+                users.setdefault(template_cluster[t], set()).add(summary.identity)
+        need = self.settings.linking.shared_template_identities
+        shared = {tc for tc, ids in users.items() if len(ids) >= need}
+        for summary in summaries.values():
+            on_shared = sum(
+                n for t, n in summary.templates.items() if template_cluster[t] in shared
+            )
+            summary.shared_share = on_shared / len(summary.events)
+        return shared
+
+    def _cohorts(self, summaries: Mapping[str, _Summary], now: float) -> dict[str, int]:
+        """Accounts opened in a sign-up cohort, with the cohort's number."""
+        link = self.settings.linking
+        recent = sorted(
+            (s.created, s.account, s.client)
+            for s in summaries.values()
+            if s.created is not None and s.created >= now - self.settings.new_account_days * _DAY
+        )
+        cohorts: dict[str, int] = {}
+        run: list[tuple[float, str, str]] = []
+        number = 0
+
+        def close(run: list[tuple[float, str, str]]) -> None:
+            nonlocal number
+            by_client: dict[str, list[str]] = {}
+            for _, account, client in run:
+                by_client.setdefault(client, []).append(account)
+            for accounts in by_client.values():
+                if len(accounts) >= link.cohort_min:
+                    number += 1
+                    for account in accounts:
+                        cohorts[account] = number
+
+        for item in recent:
+            if run and item[0] - run[-1][0] > link.cohort_gap:
+                close(run)
+                run = []
+            run.append(item)
+        close(run)
+        return cohorts
+
+    def _link(self, summaries: Mapping[str, _Summary], ctx: _Context) -> list[list[_Summary]]:
+        template_cluster, shared, cohorts = ctx.template_cluster, ctx.shared, ctx.cohorts
+        link = self.settings.linking
+        timing = self.settings.timing
+        uf: UnionFind[str] = UnionFind()
+        first: dict[tuple[str, ...], str] = {}
+        met: dict[tuple[str, str], list[str]] = {}  # (client, network) -> accounts
+
+        def join(key: tuple[str, ...], account: str) -> None:
+            other = first.setdefault(key, account)
+            if other != account:
+                uf.union(other, account)
+
+        for s in summaries.values():
+            uf.add(s.account)
+            if s.shared_share >= link.template_share and s.shared_share > 0:
+                for t in s.templates:
+                    tc = template_cluster[t]
+                    if tc in shared:
+                        join(("t", tc), s.account)
+            if link.client_network:
+                for pair in s.pairs:
+                    if pair[0] and pair[1]:
+                        met.setdefault(pair, []).append(s.account)
+            if link.entity and s.identity.startswith("e:"):
+                join(("e", s.identity), s.account)
+            if s.account in cohorts:
+                join(("c", str(cohorts[s.account])), s.account)
+            if (
+                link.timing
+                and s.cv is not None
+                and s.gaps >= timing.min_gaps
+                and s.cv <= timing.cv_regular
+                and s.median_gap > 0
+            ):
+                bucket = round(math.log(s.median_gap) / math.log(1.5))
+                join(("s", str(bucket), s.client), s.account)
+        for a, b in _met_often(met, link.network_meetings, link.max_network_accounts):
+            uf.union(a, b)
+        groups: dict[str, list[_Summary]] = {}
+        for s in summaries.values():
+            groups.setdefault(uf.find(s.account), []).append(s)
+        return [g for g in groups.values() if len(g) >= 2]
+
+    def _stable_order(self, groups: list[list[_Summary]]) -> list[list[_Summary]]:
+        """Largest clusters first, so they keep their ids when an old cluster splits."""
+        for g in groups:
+            g.sort(key=lambda s: s.account)
+        return sorted(groups, key=lambda g: (-len(g), g[0].account))
+
+    def _cluster_id(self, members: Sequence[_Summary], taken: Mapping[str, str]) -> str:
+        """The id most members had last time, unless a larger cluster took it; else a new one."""
+        used = set(taken.values())
+        previous = Counter(
+            self._cluster_of[s.account] for s in members if s.account in self._cluster_of
+        )
+        for cid, _ in sorted(previous.items(), key=lambda kv: (-kv[1], kv[0])):
+            if cid not in used:
+                return cid
+        digest = min(hashlib.sha256(s.account.encode()).hexdigest() for s in members)
+        cid = "c" + digest[:12]
+        n = 1
+        while cid in used:
+            n += 1
+            cid = f"c{digest[:12]}-{n}"
+        return cid
+
+    def _judge(
+        self, cluster_id: str, members: Sequence[_Summary], ctx: _Context
+    ) -> tuple[ClusterReport, list[Verdict]]:
+        """Score one cluster and give each member its verdict."""
+        s = self.settings
+        identities = {m.identity for m in members}
+        core = {
+            ctx.template_cluster[t]
+            for m in members
+            for t in m.templates
+            if ctx.template_cluster[t] in ctx.shared
+        }
+        values = self._cluster_values(members, core, ctx)
+        strengths = {n: getattr(s.components, n).strength(v) for n, v in values.items()}
+        weights = {n: getattr(s.components, n).weight for n in values}
+        factor = min(1.0, len(identities) / s.full_identities)
+        score = (
+            factor * sum(strengths[n] * weights[n] for n in values) / (sum(weights.values()) or 1)
+        )
+        reasons = tuple(n for n in values if strengths[n] >= s.fire and weights[n] > 0)
+        kinds = len({KINDS[n] for n in reasons})
+        report = ClusterReport(
+            cluster_id,
+            len(members),
+            len(identities),
+            round(score, 4),
+            {k: round(v, 3) for k, v in strengths.items()},
+            {k: round(v, 3) for k, v in values.items()},
+            reasons,
+            kinds,
+            _action(score, s) or "none",
+        )
+        verdicts: list[Verdict] = []
+        for m in members:
+            member_score = score * s.kyc_multipliers.get(m.kyc, 1.0)
+            action = _action(member_score, s)
+            if action is None:
+                continue
+            if action != "watch" and (
+                kinds < s.min_kinds
+                or len(m.events) < s.member_min_requests
+                or len({KINDS[n] for n in self._own_evidence(m, core, ctx)}) < s.member_min_kinds
+            ):
+                action = "watch"  # not enough kinds of evidence, or none of the member's own
+            said = reasons
+            if s.shadow and action != "watch":
+                said, action = (f"shadow:{action}", *reasons), "watch"
+            verdicts.append(
+                Verdict(
+                    m.account,
+                    action,
+                    cluster_id,
+                    round(member_score, 4),
+                    said,
+                    ctx.now + s.verdict_ttl,
+                )
+            )
+        return report, verdicts
+
+    def _cluster_values(
+        self, members: Sequence[_Summary], core: set[str], ctx: _Context
+    ) -> dict[str, float]:
+        """The raw value of every score component over a cluster's members."""
+        s = self.settings
+        active = [m for m in members if len(m.events) >= s.member_min_requests] or list(members)
+        judged = [m for m in members if m.cv is not None and m.gaps >= s.timing.min_gaps]
+        spread: dict[tuple[str, int], set[str]] = {}
+        elicitation = 0.0
+        requests = pivot_hits = pivot_eligible = 0
+        for m in members:
+            for e in m.events:
+                requests += 1
+                elicitation += e.elicitation
+                if e.template and (tc := ctx.template_cluster[e.template]) in core:
+                    spread.setdefault((tc, int(e.ts // _HOUR)), set()).add(m.identity)
+                hit, eligible = _pivot(e, ctx.new_models, s.pivot_window)
+                pivot_hits += hit
+                pivot_eligible += eligible
+        return {
+            "template_spread": float(max((len(v) for v in spread.values()), default=0)),
+            "template_concentration": statistics.median(
+                _core_share(m, core, ctx.template_cluster) for m in active
+            ),
+            "elicitation": elicitation / requests if requests else 0.0,
+            "regular_timing": _share(judged, self._regular) if judged else 0.0,
+            "model_pivot": pivot_hits / pivot_eligible if pivot_eligible >= 5 else 0.0,
+            "new_accounts": _share(members, lambda m: _is_new(m, ctx.new_after)),
+            "unverified": _share(members, lambda m: m.kyc != "verified"),
+            "signup_cohort": _share(members, lambda m: m.account in ctx.cohorts),
+            "proxy_pool": float(statistics.median(m.places for m in active)),
+        }
+
+    def _regular(self, m: _Summary) -> bool:
+        t = self.settings.timing
+        return m.cv is not None and m.gaps >= t.min_gaps and m.cv <= t.cv_regular
+
+    def _own_evidence(self, m: _Summary, core: set[str], ctx: _Context) -> list[str]:
+        """The components a member shows by itself (the cluster-wide spread excepted)."""
+        s = self.settings
+        hits = eligible = 0
+        for e in m.events:
+            h, el = _pivot(e, ctx.new_models, s.pivot_window)
+            hits += h
+            eligible += el
+        values = {
+            "template_concentration": _core_share(m, core, ctx.template_cluster),
+            "elicitation": sum(e.elicitation for e in m.events) / len(m.events),
+            "regular_timing": 1.0 if self._regular(m) else 0.0,
+            "model_pivot": hits / eligible if eligible else 0.0,
+            "new_accounts": 1.0 if _is_new(m, ctx.new_after) else 0.0,
+            "unverified": 1.0 if m.kyc != "verified" else 0.0,
+            "signup_cohort": 1.0 if m.account in ctx.cohorts else 0.0,
+            "proxy_pool": float(m.places),
+        }
+        return [n for n, v in values.items() if getattr(s.components, n).strength(v) >= s.fire]
+
+    def _new_models(self) -> dict[str, float]:
+        """Models first seen after the warm-up: their first appearance."""
+        if self._started is None:
+            return {}
+        known_until = self._started + self.settings.pivot_warmup
+        return {m: t for m, t in self._model_first.items() if t > known_until}
+
+
+def _ts(e: _Event) -> float:
+    return e.ts
+
+
+def _summarize(account: str, acc: _Account, live: list[_Event]) -> _Summary:
+    templates: Counter[str] = Counter(e.template for e in live if e.template)
+    clients = Counter(e.client for e in live)
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(live)]
+    cv: float | None = None
+    median_gap = 0.0
+    if len(gaps) >= 2:
+        mean = sum(gaps) / len(gaps)
+        if mean > 0:
+            cv = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
+        median_gap = statistics.median(gaps)
+    verified = acc.kyc == "verified" and acc.entity
+    return _Summary(
+        account=account,
+        identity=f"e:{acc.entity}" if verified else f"a:{account}",
+        kyc=acc.kyc,
+        created=acc.created,
+        events=live,
+        templates=templates,
+        places=len({e.place for e in live if e.place}),
+        client=clients.most_common(1)[0][0],
+        pairs={(e.client, e.network) for e in live},
+        gaps=len(gaps),
+        cv=cv,
+        median_gap=median_gap,
+    )
+
+
+def _met_often(
+    met: Mapping[tuple[str, str], list[str]], meetings: int, max_accounts: int
+) -> Iterator[tuple[str, str]]:
+    """Pairs of accounts that used the same client from at least `meetings` distinct networks.
+
+    One shared /24 is weak: neighbours behind one NAT, or a benign user whose
+    address a residential proxy also uses. Accounts of one proxy pool meet on
+    many. Keys used by more than `max_accounts` accounts are too common to tell.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+    for accounts in met.values():
+        if 2 <= len(accounts) <= max_accounts:
+            for pair in itertools.combinations(sorted(accounts), 2):
+                counts[pair] += 1
+    return (pair for pair, n in counts.items() if n >= meetings)
+
+
+def _core_share(m: _Summary, core: set[str], template_cluster: Mapping[str, str]) -> float:
+    on_core = sum(n for t, n in m.templates.items() if template_cluster[t] in core)
+    return on_core / len(m.events)
+
+
+def _is_new(m: _Summary, new_after: float) -> bool:
+    return m.created is not None and m.created >= new_after
+
+
+def _share(members: Sequence[_Summary], test: Any) -> float:
+    return sum(1 for m in members if test(m)) / len(members)
+
+
+def _pivot(e: _Event, new_models: Mapping[str, float], window: float) -> tuple[int, int]:
+    """(hit, eligible): whether the request fell within a new model's pivot window, and used it."""
+    eligible = 0
+    for model, first in new_models.items():
+        if first <= e.ts <= first + window:
+            if e.model == model:
+                return 1, 1
+            eligible = 1
+    return 0, eligible
+
+
+def _action(score: float, s: AnalysisSettings) -> Action | None:
+    t = s.thresholds
+    if score >= t.deny:
+        return ACTIONS[2]
+    if score >= t.restrict:
+        return ACTIONS[1]
+    if score >= t.watch:
+        return ACTIONS[0]
+    return None
+
+
+def observe_all(analyzer: Analyzer, records: Iterable[Mapping[str, Any]]) -> Counter[str]:
+    """Feed records to an analyzer; the unusable ones counted by kind."""
+    bad: Counter[str] = Counter()
+    for record in records:
+        try:
+            analyzer.observe(record)
+        except RecordError as exc:
+            bad[exc.kind] += 1
+    return bad

@@ -1,0 +1,299 @@
+"""Thresholds and weights of the off-path analysis (`detection.analysis` in the rules file).
+
+Every default comes from benign baselines: the analysis was run over benign-only
+simulated populations and each threshold sits above what benign clusters reach,
+with margin (docs/detection.md, "Benign baselines"). Change them the same way:
+measure benign traffic first, never the campaign you want to catch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from authz.errors import ConfigError, format_validation_error
+from authz.schema import StrictModel
+
+# The kinds of evidence; a restriction needs several of them (see `min_kinds`).
+Kind = Literal["content", "behaviour", "identity", "infrastructure"]
+
+
+class Component(StrictModel):
+    """One named piece of cluster evidence: a ramp from `start` to `full`, and its weight."""
+
+    start: float = Field(description="Value at which the evidence starts to count.")
+    full: float = Field(description="Value at which it counts fully (strength 1).")
+    weight: float = Field(ge=0, description="Its weight in the cluster score.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Component:
+        if self.full == self.start:
+            raise ValueError("'full' must differ from 'start'")
+        return self
+
+    def strength(self, value: float) -> float:
+        """How strongly `value` shows the evidence, 0 to 1 (a ramp may also run downwards)."""
+        return min(1.0, max(0.0, (value - self.start) / (self.full - self.start)))
+
+
+class Components(StrictModel):
+    """The score components, each computed over a cluster's members within the window."""
+
+    template_spread: Component = Field(
+        default=Component(start=8, full=20, weight=1.0),
+        description="Most distinct identities seen on one of the cluster's shared template "
+        "clusters within one hour.",
+    )
+    template_concentration: Component = Field(
+        default=Component(start=0.4, full=0.8, weight=1.0),
+        description="Members' median share of their requests on shared template clusters.",
+    )
+    elicitation: Component = Field(
+        default=Component(start=0.35, full=0.6, weight=1.0),
+        description="Mean reasoning-elicitation score of the cluster's requests.",
+    )
+    regular_timing: Component = Field(
+        default=Component(start=0.2, full=0.6, weight=1.0),
+        description="Share of members (with enough requests) whose gaps between requests "
+        "have a coefficient of variation at or below `timing.cv_regular`.",
+    )
+    model_pivot: Component = Field(
+        default=Component(start=0.3, full=0.7, weight=0.75),
+        description="Share of the cluster's requests within `pivot_window` of a new model's "
+        "first appearance that use that model.",
+    )
+    new_accounts: Component = Field(
+        default=Component(start=0.2, full=0.6, weight=0.75),
+        description="Share of members opened within `new_account_days`.",
+    )
+    unverified: Component = Field(
+        default=Component(start=0.4, full=0.8, weight=0.5),
+        description="Share of members whose KYC is not verified.",
+    )
+    signup_cohort: Component = Field(
+        default=Component(start=0.2, full=0.6, weight=0.5),
+        description="Share of members opened in a sign-up cohort (several accounts within "
+        "`cohort.gap` of each other, same client fingerprint).",
+    )
+    proxy_pool: Component = Field(
+        default=Component(start=2.5, full=5.0, weight=1.0),
+        description="Members' median count of distinct networks (AS numbers, else /24s) "
+        "over the window.",
+    )
+
+
+KINDS: dict[str, Kind] = {
+    "template_spread": "content",
+    "template_concentration": "content",
+    "elicitation": "content",
+    "regular_timing": "behaviour",
+    "model_pivot": "behaviour",
+    "new_accounts": "identity",
+    "unverified": "identity",
+    "signup_cohort": "identity",
+    "proxy_pool": "infrastructure",
+}
+"""The kind of evidence each component is."""
+
+
+class Linking(StrictModel):
+    """What links two accounts into one cluster."""
+
+    near_duplicate_bits: int = Field(
+        default=3,
+        ge=0,
+        le=3,
+        description="Template SimHashes at most this many bits apart are near-duplicates "
+        "(the four LSH bands guarantee to find distances up to 3).",
+    )
+    min_template_chars: int = Field(
+        default=64,
+        ge=0,
+        description="Prompts shorter than this many characters are left out of template "
+        "linking (short prompts share templates by chance).",
+    )
+    shared_template_identities: int = Field(
+        default=3,
+        ge=2,
+        description="Identities a template cluster needs within the window to count as shared.",
+    )
+    template_share: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="An account is linked by its shared templates only when at least this "
+        "share of its requests is on shared template clusters.",
+    )
+    client_network: bool = Field(
+        default=True,
+        description="Link accounts that used the same client fingerprint from the same /24 "
+        "(or /48) networks (see `network_meetings`).",
+    )
+    network_meetings: int = Field(
+        default=2,
+        ge=1,
+        description="Distinct networks two accounts must have shared (with one client "
+        "fingerprint) to be linked: one shared /24 is often chance or a NAT.",
+    )
+    max_network_accounts: int = Field(
+        default=200,
+        ge=2,
+        description="A (client, network) pair used by more accounts than this links none of "
+        "them (too common to mean anything, and quadratic to compare).",
+    )
+    entity: bool = Field(default=True, description="Link accounts of one entity.")
+    cohort_gap: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between sign-ups that keep a sign-up cohort together.",
+    )
+    cohort_min: int = Field(
+        default=3, ge=2, description="Accounts with one client fingerprint that make a cohort."
+    )
+    timing: bool = Field(
+        default=True,
+        description="Link regular accounts with the same client fingerprint and a similar "
+        "typical gap (synchronised, load-balancer-like timing).",
+    )
+    max_bucket_pairs: int = Field(
+        default=64,
+        ge=1,
+        description="Templates in one LSH bucket compared pairwise; beyond that each is "
+        "compared with the first ones only (bounds the work on skewed buckets).",
+    )
+
+
+class Timing(StrictModel):
+    """How regular timing is measured."""
+
+    min_gaps: int = Field(
+        default=8, ge=2, description="Gaps between requests an account needs to be judged."
+    )
+    cv_regular: float = Field(
+        default=0.5,
+        gt=0,
+        description="Coefficient of variation of the gaps at or below which an account is regular.",
+    )
+
+
+class Thresholds(StrictModel):
+    """Member scores (0 to 1, after the KYC multiplier) at which each action starts."""
+
+    watch: float = Field(default=0.35, ge=0, description="Score of a watch verdict.")
+    restrict: float = Field(default=0.5, ge=0, description="Score of a restrict verdict.")
+    deny: float = Field(default=0.8, ge=0, description="Score of a deny verdict.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.watch <= self.restrict <= self.deny:
+            raise ValueError("thresholds must be ordered: watch <= restrict <= deny")
+        return self
+
+
+class AnalysisSettings(StrictModel):
+    """The off-path analysis: linking, scoring and verdicts (docs/detection.md)."""
+
+    shadow: bool = Field(
+        default=False,
+        description="Compute and log verdicts, but write every one as `watch`.",
+    )
+    window: float = Field(
+        default=86400.0, gt=0, description="Seconds of history the analysis looks at."
+    )
+    interval: float = Field(
+        default=60.0, gt=0, description="Seconds of record time between two analyses."
+    )
+    verdict_ttl: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a verdict lasts unless a later analysis renews it.",
+    )
+    max_events_per_account: int = Field(
+        default=256,
+        ge=8,
+        description="Requests kept per account (the newest); bounds memory for heavy users.",
+    )
+    max_accounts: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Accounts kept at most; the longest idle ones are dropped first.",
+    )
+    new_account_days: float = Field(
+        default=14.0, gt=0, description="An account opened this many days ago or less is new."
+    )
+    pivot_window: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds after a model's first appearance during which using it counts "
+        "as a pivot.",
+    )
+    pivot_warmup: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Models first seen within this many seconds of the analysis' first record "
+        "are taken as old, not new.",
+    )
+    linking: Linking = Field(default_factory=Linking, description="What links accounts.")
+    timing: Timing = Field(default_factory=Timing, description="How regularity is judged.")
+    components: Components = Field(
+        default_factory=Components, description="The score components and their weights."
+    )
+    fire: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Strength at which a component counts as evidence (is named in reasons).",
+    )
+    min_kinds: int = Field(
+        default=3,
+        ge=1,
+        le=4,
+        description="Kinds of evidence (content, behaviour, identity, infrastructure) a cluster "
+        "needs before it is restricted or denied; with fewer it is at most watched.",
+    )
+    full_identities: int = Field(
+        default=5,
+        ge=1,
+        description="Distinct identities (verified accounts count once per entity) a cluster "
+        "needs for its score to count in full; fewer scale it down proportionally.",
+    )
+    member_min_requests: int = Field(
+        default=3, ge=1, description="Requests within the window a member needs for a verdict."
+    )
+    member_min_kinds: int = Field(
+        default=2,
+        ge=0,
+        le=4,
+        description="Kinds of evidence a member must show on its own to share its cluster's "
+        "restriction (else it is watched only).",
+    )
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds, description="Member scores at which actions start."
+    )
+    kyc_multipliers: dict[str, float] = Field(
+        default_factory=lambda: {
+            "verified": 1.0,
+            "pending": 1.15,
+            "unverified": 1.3,
+            "rejected": 1.5,
+        },
+        description="Cluster score multiplier per KYC status of the member (others: 1.0), so "
+        "unverified accounts are restricted sooner.",
+    )
+
+
+def load_settings(path: Path) -> AnalysisSettings:
+    """Read AnalysisSettings alone from a YAML file (an empty file gives the defaults)."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"invalid YAML: {exc}") from None
+    try:
+        return AnalysisSettings.model_validate(doc or {})
+    except ValidationError as exc:
+        raise format_validation_error(str(path), exc) from None

@@ -1,0 +1,110 @@
+"""Verdicts of the off-path analysis: the value, its Redis key, and where verdicts are written.
+
+The request path reads an account's verdict in its one Redis round trip, so a
+verdict lives under the account's hash tag, in the slot of its counters:
+
+    dg:v:{a:<account>}   hash: action, cluster, score, until, reasons
+
+`until` is epoch seconds (float text) and the key expires then (PEXPIREAT):
+a verdict that the analysis stops renewing disappears by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from redis.asyncio import Redis, RedisCluster
+
+from authz.metering.plan import hash_tag
+
+Action = Literal["watch", "restrict", "deny"]
+ACTIONS: tuple[Action, ...] = ("watch", "restrict", "deny")
+VERDICT_PREFIX = "dg:v:"
+# Verdicts per pipeline round trip; a larger batch is written in several.
+WRITE_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The analysis' judgement of one account, as one member of a cluster."""
+
+    account: str
+    action: Action
+    cluster: str  # stable id of the cluster the account was judged in
+    score: float  # the member's score (cluster score times its KYC multiplier), 0 to ~1.5
+    reasons: tuple[str, ...]  # the score components that fired
+    until: float  # epoch seconds; the verdict lapses then unless renewed
+
+    def fields(self) -> dict[str, str]:
+        """The Redis hash fields of this verdict."""
+        return {
+            "action": self.action,
+            "cluster": self.cluster,
+            "score": repr(round(self.score, 4)),
+            "until": repr(round(self.until, 3)),
+            "reasons": ",".join(self.reasons),
+        }
+
+
+def verdict_key(account: str) -> str:
+    """The Redis key of an account's verdict, e.g. `dg:v:{a:alice}` (the account's slot)."""
+    return VERDICT_PREFIX + hash_tag("account", account)
+
+
+class VerdictSink(Protocol):
+    """Where the analysis writes its verdicts."""
+
+    async def put(self, verdicts: Sequence[Verdict]) -> None:
+        """Store (or renew) every verdict until its `until`."""
+        ...
+
+
+class RedisVerdictSink:
+    """Writes verdicts to Redis: HSET and PEXPIREAT per account, one pipeline per chunk.
+
+    The pipeline is not a transaction, so it works on Redis Cluster, where the
+    accounts' keys sit in many slots. A failed write raises; the caller retries.
+    """
+
+    def __init__(self, client: Redis | RedisCluster) -> None:
+        self.client = client
+
+    async def put(self, verdicts: Sequence[Verdict], *, now: float | None = None) -> None:
+        """Write the verdicts (see the class docstring).
+
+        With `now` (a replay's traffic time) keys expire `until - now` from now by
+        Redis' clock instead of at `until`, which is in the past for old traffic; the
+        request path compares `until` with its own clock either way.
+        """
+        for start in range(0, len(verdicts), WRITE_CHUNK):
+            pipe = self.client.pipeline(transaction=False)
+            for v in verdicts[start : start + WRITE_CHUNK]:
+                key = verdict_key(v.account)
+                pipe.hset(key, mapping=v.fields())  # type: ignore[arg-type]  # redis-py's stub wants a broader mapping
+                if now is None:
+                    pipe.pexpireat(key, int(v.until * 1000))
+                else:
+                    pipe.pexpire(key, max(1, int((v.until - now) * 1000)))
+            await pipe.execute()
+
+
+class MemoryVerdictSink:
+    """Verdicts in a dict by account: for tests, replays and the memory rate store."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[str, Verdict] = {}
+
+    async def put(self, verdicts: Sequence[Verdict]) -> None:
+        """Keep each verdict, replacing the account's previous one."""
+        for v in verdicts:
+            self.verdicts[v.account] = v
+
+    def get(self, account: str, now: float) -> Verdict | None:
+        """The account's verdict in force at `now`, if any (expired ones are dropped)."""
+        v = self.verdicts.get(account)
+        if v is not None and v.until <= now:
+            del self.verdicts[account]
+            return None
+        return v
