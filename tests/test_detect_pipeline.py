@@ -217,3 +217,46 @@ def test_forged_risk_headers_are_replaced_or_removed() -> None:
     up = dict(d.upstream_headers)
     assert up[governance.RISK] in {"none", "watch"}
     assert "x-distill-cluster" in d.remove_headers and governance.CLUSTER not in up
+
+
+@pytest.mark.envoy
+@pytest.mark.redis
+def test_a_campaign_through_envoy_and_redis_is_restricted_upstream_only(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> None:
+    """Seven requests of one template from six accounts, through real Envoy to a server on a
+    real Redis: the model server is told to restrict; the client never sees how."""
+    from authz.replay.traffic import parse_line
+    from tests.test_envoy_e2e import Stacks
+
+    lines = [
+        json.dumps(
+            {
+                "ts": T0 + n,
+                "source_ip": "127.0.0.1",
+                "path": "/v1/messages",
+                "headers": {"x-api-key": key, "content-type": "application/json"},
+                "body": _body(n).decode(),
+            }
+        )
+        for n, key in enumerate(ORBIT + ORBIT[:1])
+    ]
+    stacks = Stacks(tmp_path_factory)
+    try:
+        stack = stacks.start(store=redis_url)
+        answers = []
+        for n, line in enumerate(lines, 1):
+            record = parse_line(line, n)
+            answers.append(stack.post(record.headers, (record.body or "").encode()))
+        seen = stack.upstream.recorder.seen[-1]
+    finally:
+        stacks.close()
+    assert [a.status for a in answers] == [200] * 7
+    up = {name: values for name, values in seen.governance.items()}
+    assert up[governance.RISK] == ["restrict"] and up[governance.REASONING] == ["summary"]
+    assert up[governance.LOGPROBS] == ["denied"] and up[governance.MAX_THINKING] == ["1024"]
+    for answer in answers:
+        ours = [h for h in answer.headers if h.startswith("x-distill-")]
+        assert ours == [governance.DECISION_ID]
+        assert json.loads(answer.body)["served"]["reasoning_exposure"] in {"full", "summary"}
+    assert json.loads(answers[-1].body)["served"]["reasoning_exposure"] == "summary"
