@@ -403,7 +403,9 @@ def test_demo_once_runs_the_examples() -> None:
         "rate_limited",
     ):
         assert f'"reason":"{reason}"' in out
-    assert out.count("$ curl ") == 8
+    assert out.count("$ curl ") == 9
+    assert "x-distill-risk: restrict" in out
+    assert "the model API served: reasoning 'summary', logprobs False" in out
     assert "-> HTTP 429" in out and "retry-after: " in out
     assert 'ratelimit-policy: "account-requests-1m";q=3;w=60' in out
     assert "=>  DENY 403 country_denied (rule jurisdiction:embargoed-ip)" in out

@@ -184,7 +184,7 @@ def test_import_copies_accounts_and_digests_and_is_repeatable() -> None:
     registry = MemoryRegistry()
     admin = _admin(registry)
     first = asyncio.run(admin.import_accounts(DEMO_ACCOUNTS))
-    assert (first.accounts, first.keys_added, first.keys_present) == (5, 7, 0)
+    assert (first.accounts, first.keys_added, first.keys_present) == (11, 13, 0)
     bob = asyncio.run(registry.lookup(KeyHasher().digest("dg_demo_pro_bob_000000001")))
     assert bob is not None
     assert (bob.key_id, bob.account.tier, bob.created) == ("k_bob_1", "pro", NOW)
@@ -192,7 +192,7 @@ def test_import_copies_accounts_and_digests_and_is_repeatable() -> None:
     assert old is not None
     assert old.revoked
     again = asyncio.run(admin.import_accounts(DEMO_ACCOUNTS))
-    assert (again.keys_added, again.keys_present) == (0, 7)
+    assert (again.keys_added, again.keys_present) == (0, 13)
 
 
 def test_import_refuses_a_key_id_taken_by_another_key(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_import_then_list(redis_url: str, capsys: pytest.CaptureFixture[str]) ->
     """import copies an accounts file into Redis, where its keys resolve; a re-import adds none."""
     status, out, err = _run(capsys, "import", "--store", redis_url, str(DEMO_ACCOUNTS))
     assert status == 0, err
-    assert out == f"imported 5 accounts from {DEMO_ACCOUNTS}: 7 keys added, 0 already present\n"
+    assert out == f"imported 11 accounts from {DEMO_ACCOUNTS}: 13 keys added, 0 already present\n"
     record = _lookup(redis_url, KeyHasher().digest(BOB_KEY))
     assert record is not None
     assert record.key_id == "k_bob_1"
@@ -121,9 +121,10 @@ def test_import_then_list(redis_url: str, capsys: pytest.CaptureFixture[str]) ->
         "k_dave_1": "active",
         "k_dave_exp": "expired",
         "k_erin_1": "active",
+        **{f"k_orbit_{i}": "active" for i in range(1, 7)},
     }
     _, out, _ = _run(capsys, "import", "--store", redis_url, str(DEMO_ACCOUNTS))
-    assert out.endswith("0 keys added, 7 already present\n")
+    assert out.endswith("0 keys added, 13 already present\n")
 
 
 @pytest.mark.redis
