@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.replay.cli",
     "authz.sim.cli",
     "authz.evaluate",
+    "authz.detect.cli",
 )
 
 

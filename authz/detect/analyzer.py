@@ -188,6 +188,12 @@ class UnionFind(Generic[T]):
         self._parent: dict[T, T] = {}
         self._size: dict[T, int] = {}
 
+    def __contains__(self, item: object) -> bool:
+        return item in self._parent
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._parent)
+
     def add(self, item: T) -> None:
         """Make `item` a set of its own unless it is known."""
         if item not in self._parent:
@@ -276,17 +282,22 @@ class TemplateIndex:
     def groups(self, live: Iterable[str]) -> dict[str, str]:
         """Each live template's cluster, named by its smallest member id."""
         alive = set(live)
+        out = dict.fromkeys(alive, "")
         uf: UnionFind[str] = UnionFind()
         for template in alive:
-            uf.add(template)
             for other in self._near.get(template, ()):
                 if other in alive:
+                    uf.add(template)
                     uf.add(other)
                     uf.union(template, other)
         names: dict[str, str] = {}
-        for template in sorted(alive):
-            names.setdefault(uf.find(template), template)
-        return {t: names[uf.find(t)] for t in alive}
+        for template in uf:
+            root = uf.find(template)
+            if template < names.get(root, "~"):
+                names[root] = template
+        for template in out:
+            out[template] = names[uf.find(template)] if template in uf else template
+        return out
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -372,6 +383,7 @@ class Analyzer:
         self._templates = TemplateIndex(link.near_duplicate_bits, link.max_bucket_pairs)
         self._model_first: dict[str, float] = {}
         self._started: float | None = None
+        self.latest: float | None = None  # the newest record time seen: the worker's clock
         self._seq = 0
         self._cluster_of: dict[str, str] = {}  # account -> cluster id of the last analysis
         self.clusters: list[ClusterReport] = []
@@ -426,6 +438,8 @@ class Analyzer:
             self._model_first[obs.model] = obs.ts
         if self._started is None or obs.ts < self._started:
             self._started = obs.ts
+        if self.latest is None or obs.ts > self.latest:
+            self.latest = obs.ts
 
     # --- analysis -----------------------------------------------------------------
 
@@ -541,12 +555,20 @@ class Analyzer:
         return cohorts
 
     def _link(self, summaries: Mapping[str, _Summary], ctx: _Context) -> list[list[_Summary]]:
-        template_cluster, shared, cohorts = ctx.template_cluster, ctx.shared, ctx.cohorts
+        """Clusters of two or more accounts.
+
+        Strong links join two accounts by themselves: a shared template cluster
+        both concentrate on, one entity. Weak links (one client fingerprint on
+        one /24, a sign-up cohort, a synchronised timing bucket) join two
+        groups of strongly linked accounts (or single accounts) only when they
+        share at least `weak_meetings` of them: any one alone is often chance
+        (neighbours behind a NAT, a user whose address a residential proxy also
+        uses, a sign-up next to a campaign's burst).
+        """
         link = self.settings.linking
-        timing = self.settings.timing
         uf: UnionFind[str] = UnionFind()
         first: dict[tuple[str, ...], str] = {}
-        met: dict[tuple[str, str], list[str]] = {}  # (client, network) -> accounts
+        weak: dict[tuple[str, ...], list[str]] = {}
 
         def join(key: tuple[str, ...], account: str) -> None:
             other = first.setdefault(key, account)
@@ -557,32 +579,33 @@ class Analyzer:
             uf.add(s.account)
             if s.shared_share >= link.template_share and s.shared_share > 0:
                 for t in s.templates:
-                    tc = template_cluster[t]
-                    if tc in shared:
+                    tc = ctx.template_cluster[t]
+                    if tc in ctx.shared:
                         join(("t", tc), s.account)
-            if link.client_network:
-                for pair in s.pairs:
-                    if pair[0] and pair[1]:
-                        met.setdefault(pair, []).append(s.account)
             if link.entity and s.identity.startswith("e:"):
                 join(("e", s.identity), s.account)
-            if s.account in cohorts:
-                join(("c", str(cohorts[s.account])), s.account)
-            if (
-                link.timing
-                and s.cv is not None
-                and s.gaps >= timing.min_gaps
-                and s.cv <= timing.cv_regular
-                and s.median_gap > 0
-            ):
-                bucket = round(math.log(s.median_gap) / math.log(1.5))
-                join(("s", str(bucket), s.client), s.account)
-        for a, b in _met_often(met, link.network_meetings, link.max_network_accounts):
+            for key in self._weak_keys(s, ctx):
+                weak.setdefault(key, []).append(s.account)
+        # Count meetings between the groups strong links made: a campaign's accounts
+        # are mostly one group by then, which leaves few pairs to count.
+        grouped = {key: sorted({uf.find(a) for a in accounts}) for key, accounts in weak.items()}
+        for a, b in _met_often(grouped, link.weak_meetings, link.max_weak_key_accounts):
             uf.union(a, b)
         groups: dict[str, list[_Summary]] = {}
         for s in summaries.values():
             groups.setdefault(uf.find(s.account), []).append(s)
         return [g for g in groups.values() if len(g) >= 2]
+
+    def _weak_keys(self, s: _Summary, ctx: _Context) -> Iterator[tuple[str, ...]]:
+        link = self.settings.linking
+        if link.client_network:
+            for client, network in s.pairs:
+                if client and network:
+                    yield ("n", client, network)
+        if s.account in ctx.cohorts:
+            yield ("c", str(ctx.cohorts[s.account]))
+        if link.timing and self._regular(s) and s.median_gap > 0:
+            yield ("s", str(round(math.log(s.median_gap) / math.log(1.5))), s.client)
 
     def _stable_order(self, groups: list[list[_Summary]]) -> list[list[_Summary]]:
         """Largest clusters first, so they keep their ids when an old cluster splits."""
@@ -764,19 +787,20 @@ def _summarize(account: str, acc: _Account, live: list[_Event]) -> _Summary:
 
 
 def _met_often(
-    met: Mapping[tuple[str, str], list[str]], meetings: int, max_accounts: int
+    met: Mapping[tuple[str, ...], list[str]], meetings: int, max_accounts: int
 ) -> Iterator[tuple[str, str]]:
-    """Pairs of accounts that used the same client from at least `meetings` distinct networks.
+    """Pairs (of accounts, or of groups) that share at least `meetings` weak keys.
 
-    One shared /24 is weak: neighbours behind one NAT, or a benign user whose
-    address a residential proxy also uses. Accounts of one proxy pool meet on
-    many. Keys used by more than `max_accounts` accounts are too common to tell.
+    Each key's members must come sorted and without repeats.
+
+    Accounts of one proxy pool meet on many networks, and in cohorts and timing
+    buckets besides. Keys of more than `max_accounts` accounts are skipped:
+    too common to tell anything, and quadratic to count.
     """
     counts: Counter[tuple[str, str]] = Counter()
     for accounts in met.values():
         if 2 <= len(accounts) <= max_accounts:
-            for pair in itertools.combinations(sorted(accounts), 2):
-                counts[pair] += 1
+            counts.update(itertools.combinations(accounts, 2))  # sorted, so each pair once
     return (pair for pair, n in counts.items() if n >= meetings)
 
 

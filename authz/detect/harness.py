@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import math
+import random
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -296,3 +297,70 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def synthetic_records(n: int, *, seed: int = 7, start: float = 1776816000.0) -> list[str]:
+    """`n` audit records as canonical-looking JSON lines, for throughput benchmarks.
+
+    A day of traffic: most accounts benign with their own prompts, a few
+    hundred sharing near-duplicate templates; the shapes are plausible, the
+    values random. Records carry the fields a real one does (chain, hashes,
+    counters), so parsing costs what it costs in production.
+    """
+    rng = random.Random(seed)
+    accounts = [f"a{rng.getrandbits(40):010x}" for _ in range(max(10, n // 25))]
+    shared = [rng.getrandbits(64) for _ in range(20)]
+    lines: list[str] = []
+    for i in range(n):
+        account = rng.choice(accounts)
+        campaign = int(account[1:3], 16) < 16  # about one account in sixteen
+        base = rng.choice(shared) if campaign else rng.getrandbits(64)
+        simhash = base ^ (1 << rng.randrange(64)) if campaign else base
+        ip = ".".join(
+            str(rng.randrange(1, 224) if k == 0 else rng.randrange(256)) for k in range(4)
+        )
+        record: dict[str, Any] = {
+            "account": account,
+            "account_created": "2026-04-20T10:00:00Z",
+            "action": "allow",
+            "address_kind": "public",
+            "asn": rng.randrange(1000, 60000),
+            "chain": "guard-0",
+            "client_ip": ip,
+            "client_network": ip.rsplit(".", 1)[0] + ".0/24",
+            "counters": [
+                {"limit": "60", "name": "account-requests-1m", "remaining": "59"},
+                {"limit": "5000", "name": "account-requests-1d", "remaining": "4990"},
+            ],
+            "country": "US",
+            "decision_id": f"{rng.getrandbits(96):024x}",
+            "detection": {
+                "client": f"{rng.getrandbits(8):016x}",
+                "elicitation": round(rng.random(), 4),
+                "prompt_chars": rng.randrange(40, 4096),
+                "risk": "none",
+                "simhash": f"{simhash:016x}",
+                "template": f"{(base if campaign else rng.getrandbits(64)):016x}",
+            },
+            "entity": "e" + account[1:],
+            "hash": f"{rng.getrandbits(256):064x}",
+            "key_id": "k_" + account[1:],
+            "kyc": "unverified" if campaign else "verified",
+            "matched_rules": ["tier:pro"],
+            "method": "POST",
+            "model": "frontier-3",
+            "path": "/v1/messages",
+            "prev_hash": f"{rng.getrandbits(256):064x}",
+            "reason": "ok",
+            "request_bytes": str(rng.randrange(200, 8000)),
+            "request_id": f"req-{i}",
+            "rule": "tier:pro",
+            "rules_version": "sim-1@a4b3fa6df237",
+            "schema": 1,
+            "sequence": str(i + 1),
+            "status": 200,
+            "tier": "pro",
+            "time": rfc3339(start + i * 86400.0 / n),
+        }
+        lines.append(json.dumps(record, sort_keys=True, separators=(",", ":")))
+    return lines

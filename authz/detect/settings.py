@@ -127,24 +127,28 @@ class Linking(StrictModel):
         description="An account is linked by its shared templates only when at least this "
         "share of its requests is on shared template clusters.",
     )
+    entity: bool = Field(default=True, description="Link accounts of one entity (strong link).")
     client_network: bool = Field(
         default=True,
-        description="Link accounts that used the same client fingerprint from the same /24 "
-        "(or /48) networks (see `network_meetings`).",
+        description="Weak link: the same client fingerprint from the same /24 (or /48) network.",
     )
-    network_meetings: int = Field(
+    timing: bool = Field(
+        default=True,
+        description="Weak link: regular accounts with the same client fingerprint and a similar "
+        "typical gap (synchronised, load-balancer-like timing).",
+    )
+    weak_meetings: int = Field(
         default=2,
         ge=1,
-        description="Distinct networks two accounts must have shared (with one client "
-        "fingerprint) to be linked: one shared /24 is often chance or a NAT.",
+        description="Weak links two accounts must share to be linked (each /24 counts once, "
+        "so do a sign-up cohort and a timing bucket): one alone is often chance.",
     )
-    max_network_accounts: int = Field(
+    max_weak_key_accounts: int = Field(
         default=200,
         ge=2,
-        description="A (client, network) pair used by more accounts than this links none of "
-        "them (too common to mean anything, and quadratic to compare).",
+        description="A weak key shared by more accounts than this links none of them (too "
+        "common to mean anything, and quadratic to count).",
     )
-    entity: bool = Field(default=True, description="Link accounts of one entity.")
     cohort_gap: float = Field(
         default=300.0,
         gt=0,
@@ -152,11 +156,6 @@ class Linking(StrictModel):
     )
     cohort_min: int = Field(
         default=3, ge=2, description="Accounts with one client fingerprint that make a cohort."
-    )
-    timing: bool = Field(
-        default=True,
-        description="Link regular accounts with the same client fingerprint and a similar "
-        "typical gap (synchronised, load-balancer-like timing).",
     )
     max_bucket_pairs: int = Field(
         default=64,
@@ -182,9 +181,9 @@ class Timing(StrictModel):
 class Thresholds(StrictModel):
     """Member scores (0 to 1, after the KYC multiplier) at which each action starts."""
 
-    watch: float = Field(default=0.35, ge=0, description="Score of a watch verdict.")
-    restrict: float = Field(default=0.5, ge=0, description="Score of a restrict verdict.")
-    deny: float = Field(default=0.8, ge=0, description="Score of a deny verdict.")
+    watch: float = Field(default=0.4, ge=0, description="Score of a watch verdict.")
+    restrict: float = Field(default=0.55, ge=0, description="Score of a restrict verdict.")
+    deny: float = Field(default=0.85, ge=0, description="Score of a deny verdict.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:

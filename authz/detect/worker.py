@@ -1,0 +1,367 @@
+"""The analysis worker: a member of a consumer group on the audit stream.
+
+Clustering needs every record, while a consumer group hands each record to
+one worker. So the work is split in two stages:
+
+1. **Ingest** (shared): each worker reads its share of `dg:audit` through the
+   group `analyze` (created one window back; its own pending entries first,
+   then new ones; entries a
+   crashed worker left pending longer than `claim_idle` are claimed with
+   XAUTOCLAIM), reduces every record to a compact observation, appends the
+   observations to the observation log `dg:detect:obs` and acknowledges the
+   entries, in one pipeline. Parsing the full record (which can carry a whole
+   request) is the expensive part, and it is what the group shares out.
+2. **Analysis** (global): every worker follows the whole observation log
+   (plain XREAD, no group) into its own Analyzer, so each holds the same
+   view; every `interval` seconds of record time each one analyses, and the
+   one holding the lease `dg:detect:lock` writes the verdicts. When it dies
+   its lease lapses and another writes the next analysis, from a view that is
+   already complete.
+
+Delivery is at least once: an entry whose observation was appended but not
+acknowledged (a crash between the two) is appended again by whoever claims it,
+and the analysis counts it once, since each observation carries its audit
+entry id. The log is trimmed to the analysis window (plus an hour) by wall
+time as it is appended to; a worker that starts reads what is left of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+from redis.asyncio import Redis, RedisCluster
+
+from authz.audit.record import parse_fields
+from authz.audit.stream import RECORD_FIELD, STREAM
+from authz.detect.analyzer import Analyzer, Observation, RecordError, parse_record
+from authz.detect.settings import AnalysisSettings
+from authz.detect.verdicts import Verdict, VerdictSink
+from authz.redistext import text
+
+log = logging.getLogger("authz.detect.worker")
+
+GROUP = "analyze"
+OBS_STREAM = "dg:detect:obs"
+LOCK_KEY = "dg:detect:lock"
+OBS_FIELD = "o"  # the compact observation, as JSON
+SOURCE_FIELD = "s"  # the audit entry it came from: counted once however often appended
+_RECORD_KEY = RECORD_FIELD.encode()
+_OBS_KEY = OBS_FIELD.encode()
+_SOURCE_KEY = SOURCE_FIELD.encode()
+_LOG_MARGIN = 3600.0  # seconds the observation log keeps beyond the window
+
+# Take the lease when it is free, renew it when it is ours; 1 when we hold it.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+Client = Redis | RedisCluster
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did."""
+
+    entries: int = 0  # audit entries ingested (acknowledged)
+    observations: int = 0  # observations it appended to the log
+    followed: int = 0  # observations it read from the log into its analyzer
+    bad: Counter[str] = field(default_factory=Counter)  # unusable records by kind
+    analyses: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as a JSON-ready dict (for logs)."""
+        return {
+            "entries": self.entries,
+            "observations": self.observations,
+            "followed": self.followed,
+            "bad": dict(self.bad),
+            "analyses": self.analyses,
+            "verdicts": dict(self.verdicts),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class AnalysisWorker:
+    """One worker of the off-path analysis (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Client,
+        sink: VerdictSink,
+        settings: AnalysisSettings | None = None,
+        *,
+        stream: str = STREAM,
+        group: str = GROUP,
+        consumer: str | None = None,
+        obs_stream: str = OBS_STREAM,
+        lock_key: str = LOCK_KEY,
+        batch: int = 1000,
+        claim_idle: float = 60.0,
+        claim_every: float = 10.0,
+        lease: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.sink = sink
+        self.settings = settings or AnalysisSettings()
+        self.analyzer = Analyzer(self.settings)
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.obs_stream = obs_stream
+        self.lock_key = lock_key
+        self.batch = batch
+        self.claim_idle = claim_idle
+        self.claim_every = claim_every
+        self.lease = lease
+        self.stats = WorkerStats()
+        self._monotonic = monotonic
+        self._wall = wall
+        self._lease_script = client.register_script(_LEASE)
+        self._next_claim = 0.0
+        self._claim_cursor = "0-0"
+        self._backlog = True  # re-read our own pending entries first (id 0)
+        self._follow_cursor = "0-0"
+        self._due: float | None = None  # record time of the next analysis
+
+    # --- stage 1: ingest ----------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the group unless it exists, reading from one window ago (by entry id).
+
+        Entry ids are the times the sinks appended the records, so older entries
+        hold records the analysis would drop anyway.
+        """
+        start = max(0, int((self._wall() - self.settings.window) * 1000))
+        try:
+            await self.client.xgroup_create(self.stream, self.group, id=f"{start}-0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def claim(self) -> list[Entry]:
+        """Take over entries other workers left pending for longer than `claim_idle`."""
+        entries: list[Entry] = []
+        while not entries:
+            reply = await self.client.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                int(self.claim_idle * 1000),
+                start_id=self._claim_cursor,
+                count=self.batch,
+            )
+            self._claim_cursor = text(reply[0])
+            entries = list(reply[1])
+            if self._claim_cursor == "0-0":
+                break
+        return entries
+
+    async def read(self, block: float | None) -> list[Entry]:
+        """Our own pending entries first (after a restart), then new ones."""
+        start = "0" if self._backlog else ">"
+        reply = await self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.stream: start},
+            count=self.batch,
+            block=None if self._backlog or block is None else max(1, int(block * 1000)),
+        )
+        entries: list[Entry] = list(cast(Any, reply)[0][1]) if reply else []
+        if self._backlog and not entries:
+            self._backlog = False
+            return await self.read(block)
+        return entries
+
+    async def fetch(self, block: float | None = None) -> list[Entry]:
+        """The next batch: claimed entries when a claim is due and finds some, else `read`."""
+        now = self._monotonic()
+        if now >= self._next_claim:
+            entries = await self.claim()
+            if entries:
+                return entries
+            self._next_claim = now + self.claim_every
+        return await self.read(block)
+
+    def observe_entries(self, entries: Sequence[Entry]) -> list[tuple[str, Observation]]:
+        """The usable records of a batch as (entry id, observation); the others counted."""
+        out: list[tuple[str, Observation]] = []
+        for raw_id, fields in entries:
+            if not fields:
+                self.stats.bad["deleted"] += 1  # trimmed from the stream while pending
+                continue
+            record = parse_fields(fields.get(_RECORD_KEY))
+            if record is None:
+                self.stats.bad["not_json"] += 1
+                continue
+            try:
+                out.append((raw_id.decode(), parse_record(record)))
+            except RecordError as exc:
+                self.stats.bad[exc.kind] += 1
+        return out
+
+    async def ingest(self, entries: Sequence[Entry]) -> None:
+        """Append a batch's observations to the log and acknowledge the batch, in one pipeline."""
+        if not entries:
+            return
+        observed = self.observe_entries(entries)
+        keep_after = int((self._wall() - self.settings.window - _LOG_MARGIN) * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        for n, (source, obs) in enumerate(observed):
+            row = json.dumps(obs.to_compact(), separators=(",", ":"))
+            last = n == len(observed) - 1
+            # Trimming once per batch is enough; MINID ~ lets Redis trim whole nodes.
+            pipe.xadd(
+                self.obs_stream,
+                {OBS_FIELD: row, SOURCE_FIELD: source},
+                minid=keep_after if last else None,
+            )
+        pipe.xack(self.stream, self.group, *[raw_id for raw_id, _ in entries])
+        await pipe.execute()
+        self.stats.entries += len(entries)
+        self.stats.observations += len(observed)
+
+    # --- stage 2: follow and analyse -----------------------------------------------
+
+    async def follow(self) -> bool:
+        """Read the observation log into the analyzer; True when caught up with it."""
+        reply = await self.client.xread({self.obs_stream: self._follow_cursor}, count=self.batch)
+        rows: list[Entry] = list(cast(Any, reply)[0][1]) if reply else []
+        for raw_id, fields in rows:
+            self._follow_cursor = raw_id.decode()
+            if not fields:
+                continue
+            try:
+                obs = Observation.from_compact(json.loads(fields[_OBS_KEY]))
+            except (KeyError, ValueError, RecordError):
+                self.stats.bad["bad_observation"] += 1
+                continue
+            self.analyzer.add(obs, source=fields.get(_SOURCE_KEY, raw_id).decode())
+            self.stats.followed += 1
+        return len(rows) < self.batch
+
+    async def lead(self) -> bool:
+        """Take or renew the lease that makes this worker the one that writes verdicts."""
+        held = await self._lease_script(
+            keys=[self.lock_key], args=[self.consumer, int(self.lease * 1000)]
+        )
+        return bool(held)
+
+    async def analyze(self, *, force: bool = False) -> list[Verdict] | None:
+        """Analyse when `interval` seconds of record time have passed (or `force`); write if leader.
+
+        Returns the verdicts of an analysis that ran, else None.
+        """
+        latest = self.analyzer.latest
+        if latest is None:
+            return None
+        if self._due is None:
+            self._due = latest + self.settings.interval
+        if latest < self._due and not force:
+            return None
+        self._due = latest + self.settings.interval
+        started = time.perf_counter()
+        verdicts = self.analyzer.analyze(latest)
+        self.stats.analyses += 1
+        leader = await self.lead()
+        if leader:
+            await self.sink.put(verdicts)
+            self.stats.verdicts.update(v.action for v in verdicts)
+        self._log_analysis(verdicts, leader, time.perf_counter() - started)
+        return verdicts
+
+    def _log_analysis(self, verdicts: Sequence[Verdict], leader: bool, seconds: float) -> None:
+        actions = Counter(v.action for v in verdicts)
+        log.info(
+            "analysis",
+            extra={
+                "record_time": self.analyzer.latest,
+                "accounts": self.analyzer.accounts,
+                "clusters": len(self.analyzer.clusters),
+                "verdicts": dict(actions),
+                "written": leader,
+                "shadow": self.settings.shadow,
+                "seconds": round(seconds, 3),
+                "bad_records": dict(self.stats.bad),
+            },
+        )
+        for c in self.analyzer.clusters:
+            if c.action != "none":
+                log.info(
+                    "cluster",
+                    extra={
+                        "cluster": c.cluster,
+                        "action": c.action,
+                        "score": c.score,
+                        "accounts": c.accounts,
+                        "identities": c.identities,
+                        "reasons": list(c.reasons),
+                        "shadow": self.settings.shadow,
+                    },
+                )
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def step(self, block: float | None = None) -> int:
+        """Ingest one batch, follow the log, analyse when due; returns the entries fetched."""
+        entries = await self.fetch(block)
+        await self.ingest(entries)
+        caught_up = False
+        while not caught_up:
+            caught_up = await self.follow()
+        await self.analyze()
+        return len(entries)
+
+    async def run(
+        self, *, stop: asyncio.Event | None = None, drain: bool = False, block: float = 2.0
+    ) -> WorkerStats:
+        """Work until `stop` is set; with `drain`, until the stream is empty, then analyse once."""
+        stop = stop or asyncio.Event()
+        started = time.monotonic()
+        backoff = 0.1
+        grouped = False
+        while not stop.is_set():
+            try:
+                if not grouped:
+                    await self.ensure_group()
+                    grouped = True
+                fetched = await self.step(None if drain else block)
+                if drain and fetched == 0:
+                    await self.analyze(force=True)
+                    break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if drain and backoff >= 5.0:
+                    raise  # a one-off drain gives up after ~10 s of failures; a service waits
+                log.warning("analysis: redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                self._backlog = True  # what we read but did not acknowledge is still ours
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+        self.stats.seconds = time.monotonic() - started
+        return self.stats

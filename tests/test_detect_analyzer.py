@@ -1,0 +1,420 @@
+"""The off-path analysis on small hand-made populations whose answers are known."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from authz.cli import main
+from authz.detect.analyzer import (
+    Analyzer,
+    Observation,
+    RecordError,
+    TemplateIndex,
+    observe_all,
+    parse_record,
+)
+from authz.detect.harness import observations, rfc3339, score, simulation_records
+from authz.detect.harness import run as harness_run
+from authz.detect.settings import AnalysisSettings, Component, Thresholds
+from authz.detect.verdicts import MemoryVerdictSink, Verdict
+
+DAY = 86400.0
+START = 1_777_000_000.0  # a Friday, 03:06 UTC
+LONG_AGO = "2023-01-10T09:00:00Z"
+# Three near-duplicate scaffolds of one campaign template (at most 3 bits apart).
+CAMPAIGN_HASH = 0x9F3A5C7E12345678
+VARIANTS = (CAMPAIGN_HASH, CAMPAIGN_HASH ^ 1 << 5, CAMPAIGN_HASH ^ (1 << 40 | 1 << 41))
+_RNG = random.Random(0)  # default template ids and hashes: all different, and reproducible
+
+
+def record(account: str, ts: float, **fields: Any) -> dict[str, Any]:
+    """An audit record as the request path writes it (proto3 JSON: defaults left out)."""
+    detection = {
+        "template": fields.pop("template", f"{_RNG.getrandbits(64):016x}"),
+        "simhash": f"{fields.pop('simhash', _RNG.getrandbits(64)):016x}",
+        "elicitation": fields.pop("elicitation", 0.1),
+        "client": fields.pop("client", "0a1b2c3d4e5f6071"),
+        "prompt_chars": fields.pop("prompt_chars", 800),
+        "risk": "none",
+    }
+    out = {
+        "schema": 1,
+        "time": rfc3339(ts),
+        "account": account,
+        "entity": fields.pop("entity", "e-" + account),
+        "tier": fields.pop("tier", "pro"),
+        "kyc": fields.pop("kyc", "verified"),
+        "account_created": fields.pop("created", LONG_AGO),
+        "client_network": fields.pop("network", "73.12.4.0/24"),
+        "asn": fields.pop("asn", 7922),
+        "country": "US",
+        "model": fields.pop("model", "frontier-3"),
+        "action": "allow",
+        "reason": "ok",
+        "detection": detection,
+    }
+    assert not fields, f"unknown fields {fields}"
+    return out
+
+
+def campaign(
+    start: float, *, accounts: int = 30, per_day: int = 25, days: float = 1.0, seed: int = 1
+) -> list[dict[str, Any]]:
+    """Throwaway accounts opened in one burst, on near-duplicate templates, through a proxy pool.
+
+    Round-robin, load-balancer timing; every request from one of 60 networks in 30 ASes.
+    """
+    rng = random.Random(seed)
+    names = [f"camp{i:03d}" for i in range(accounts)]
+    pool = [
+        (f"{20 + i}.{rng.randrange(256)}.{rng.randrange(256)}.0/24", 64500 + i % 30)
+        for i in range(60)
+    ]
+    gap = DAY / per_day
+    out = []
+    for k in range(int(days * per_day)):
+        for i, name in enumerate(names):
+            ts = start + k * gap + i * gap / accounts + rng.uniform(-20, 20)
+            variant = VARIANTS[(i + k) % 3]
+            network, asn = rng.choice(pool)
+            out.append(
+                record(
+                    name,
+                    ts,
+                    entity="e-" + name,
+                    tier="free",
+                    kyc="unverified",
+                    created=rfc3339(start - DAY + 60 * i),
+                    network=network,
+                    asn=asn,
+                    client="c0ffee0000000001",
+                    template=f"{variant:016x}",
+                    simhash=variant,
+                    elicitation=0.7,
+                )
+            )
+    return sorted(out, key=lambda r: r["time"])
+
+
+def ci_job(start: float, *, days: float = 1.0) -> list[dict[str, Any]]:
+    """Three accounts of one verified enterprise: two templated jobs every 15 minutes, 07-19 h."""
+    out = []
+    for day in range(int(days)):
+        for slot in range(48):
+            for i in range(3):
+                ts = start + day * DAY + 7 * 3600 + slot * 900 + i * 40 + 3
+                job = (slot + i) % 2
+                out.append(
+                    record(
+                        f"ci{i}",
+                        ts,
+                        entity="acme",
+                        tier="enterprise",
+                        network="34.120.8.0/24",
+                        asn=396982,
+                        client="5e1f00d5e1f00d01",
+                        template=f"{0xC1C1C1C1 + job:016x}",
+                        simhash=0xC1C1C1C1C1C1 + (job << 20),
+                        elicitation=0.15,
+                    )
+                )
+    return out
+
+
+def nat_users(
+    start: float, *, users: int = 40, days: float = 1.0, seed: int = 2
+) -> list[dict[str, Any]]:
+    """Forty people behind one corporate NAT with one SDK, each writing their own prompts."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(users):
+        for _ in range(int(8 * days)):
+            out.append(
+                record(
+                    f"nat{i:02d}",
+                    start + rng.uniform(0, days * DAY),
+                    entity=f"nat-person-{i}",  # separate entities: nothing to discount
+                    network="80.187.14.0/24",
+                    asn=3320,
+                    client="0a1b2c3d4e5f6071",
+                    template=f"{rng.getrandbits(64):016x}",
+                    simhash=rng.getrandbits(64),
+                    elicitation=rng.uniform(0, 0.3),
+                )
+            )
+    return out
+
+
+def researcher(start: float, *, days: float = 1.0, seed: int = 3) -> list[dict[str, Any]]:
+    """One researcher asking for step-by-step reasoning on diverse problems."""
+    rng = random.Random(seed)
+    return [
+        record(
+            "researcher",
+            start + rng.uniform(0, days * DAY),
+            network="131.111.5.0/24",
+            asn=786,
+            template=f"{rng.getrandbits(64):016x}",
+            simhash=rng.getrandbits(64),
+            elicitation=0.95,
+        )
+        for _ in range(int(30 * days))
+    ]
+
+
+def run(
+    records: list[dict[str, Any]], now: float, settings: AnalysisSettings | None = None
+) -> tuple[Analyzer, list[Verdict]]:
+    """An analyzer fed `records` in time order, and its verdicts at `now`."""
+    analyzer = Analyzer(settings)
+    assert not observe_all(analyzer, sorted(records, key=lambda r: r["time"]))
+    return analyzer, analyzer.analyze(now)
+
+
+def by_action(verdicts: list[Verdict]) -> Counter[str]:
+    """How many verdicts of each action."""
+    return Counter(v.action for v in verdicts)
+
+
+# --- the known answers -------------------------------------------------------------
+
+
+def test_campaign_is_one_cluster_and_restricted() -> None:
+    """Thirty accounts on near-duplicate templates from many /24s: one cluster, all restricted."""
+    analyzer, verdicts = run(campaign(START), START + DAY)
+    assert len(analyzer.clusters) == 1
+    (cluster,) = analyzer.clusters
+    assert cluster.accounts == 30
+    assert {v.account for v in verdicts} == {f"camp{i:03d}" for i in range(30)}
+    assert all(v.action in {"restrict", "deny"} for v in verdicts)
+    assert {v.cluster for v in verdicts} == {cluster.cluster}
+    assert {"template_spread", "regular_timing", "proxy_pool", "unverified"} <= set(cluster.reasons)
+
+
+def test_enterprise_ci_job_gets_nothing() -> None:
+    """One verified entity's templated, clockwork CI traffic from one network: no verdict."""
+    analyzer, verdicts = run(ci_job(START), START + DAY)
+    assert verdicts == []
+    assert all(c.identities == 1 for c in analyzer.clusters)
+
+
+def test_nat_users_get_nothing() -> None:
+    """Forty users on one /24 with one SDK and diverse prompts: not even a cluster."""
+    analyzer, verdicts = run(nat_users(START), START + DAY)
+    assert verdicts == []
+    assert analyzer.clusters == []
+
+
+def test_researcher_alone_gets_nothing() -> None:
+    """High elicitation by itself, from one account with diverse prompts, is no cluster."""
+    analyzer, verdicts = run(researcher(START), START + DAY)
+    assert verdicts == []
+    assert analyzer.clusters == []
+
+
+def test_mixed_population_restricts_only_the_campaign() -> None:
+    """All of them together: the campaign is restricted, nobody else gets any verdict."""
+    records = campaign(START) + ci_job(START) + nat_users(START) + researcher(START)
+    _, verdicts = run(records, START + DAY)
+    assert {v.account for v in verdicts} == {f"camp{i:03d}" for i in range(30)}
+    assert by_action(verdicts)["watch"] == 0
+
+
+def test_popular_sdk_from_many_networks_is_no_cluster() -> None:
+    """Hundreds of unrelated users of one popular SDK (one fingerprint) link to nothing."""
+    rng = random.Random(5)
+    records = [
+        record(
+            f"user{i:03d}",
+            START + rng.uniform(0, DAY),
+            network=f"{rng.randrange(1, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.0/24",
+            asn=rng.randrange(1000, 60000),
+            client="0a1b2c3d4e5f6071",
+        )
+        for i in range(300)
+        for _ in range(5)
+    ]
+    analyzer, verdicts = run(records, START + DAY)
+    assert verdicts == []
+    assert analyzer.clusters == []
+
+
+# --- verdicts over time ---------------------------------------------------------------
+
+
+def test_verdicts_expire_unless_renewed() -> None:
+    """A verdict lasts `verdict_ttl`; each analysis renews it; once the campaign stops it lapses."""
+    settings = AnalysisSettings(verdict_ttl=600)
+    analyzer = Analyzer(settings)
+    observe_all(analyzer, campaign(START))
+    first = analyzer.analyze(START + DAY)
+    assert {v.until for v in first} == {START + DAY + 600}
+    renewed = analyzer.analyze(START + DAY + 60)
+    assert {v.until for v in renewed} == {START + DAY + 660}
+    sink = MemoryVerdictSink()
+    asyncio.run(sink.put(renewed))
+    assert sink.get("camp000", START + DAY + 659) is not None
+    assert sink.get("camp000", START + DAY + 660) is None  # expired, and dropped
+    # A window later nothing is left to renew, and the analyzer has forgotten everyone.
+    assert analyzer.analyze(START + 2 * DAY + 1) == []
+    assert analyzer.accounts == 0
+    assert len(analyzer) == 0
+
+
+def test_cluster_id_is_stable_across_runs_and_record_order() -> None:
+    """The same cluster keeps its id as records arrive, and does not depend on their order."""
+    records = campaign(START, days=2)
+    half = [r for r in records if r["time"] < rfc3339(START + DAY)]
+    rest = [r for r in records if r["time"] >= rfc3339(START + DAY)]
+    analyzer = Analyzer()
+    observe_all(analyzer, half)
+    first = {v.cluster for v in analyzer.analyze(START + DAY)}
+    observe_all(analyzer, rest)
+    second = {v.cluster for v in analyzer.analyze(START + 2 * DAY)}
+    assert first == second and len(first) == 1
+    shuffled = list(records)
+    random.Random(9).shuffle(shuffled)
+    other = Analyzer()
+    observe_all(other, shuffled)
+    assert {v.cluster for v in other.analyze(START + 2 * DAY)} == first
+
+
+def test_shadow_writes_watch_and_names_the_real_action() -> None:
+    """In shadow mode every verdict is `watch`, its reasons led by the action it would have had."""
+    _, verdicts = run(campaign(START), START + DAY, AnalysisSettings(shadow=True))
+    assert verdicts and by_action(verdicts) == {"watch": 30}
+    assert all(v.reasons[0] in {"shadow:restrict", "shadow:deny"} for v in verdicts)
+
+
+def test_unverified_accounts_are_restricted_sooner() -> None:
+    """With restrict just above the cluster score, only KYC multipliers above 1 reach it."""
+    records = campaign(START)
+    verified = {f"camp{i:03d}" for i in range(0, 30, 2)}
+    for r in records:
+        if r["account"] in verified:
+            r["kyc"] = "verified"
+    analyzer, _ = run(records, START + DAY)
+    score = analyzer.clusters[0].score
+    thresholds = Thresholds(watch=0.01, restrict=score * 1.1, deny=2.0)
+    _, verdicts = run(records, START + DAY, AnalysisSettings(thresholds=thresholds))
+    actions = {v.account: v.action for v in verdicts}
+    assert {a for a, act in actions.items() if act == "restrict"} == set(actions) - verified
+    assert {actions[a] for a in verified} == {"watch"}
+
+
+# --- input and memory -----------------------------------------------------------------
+
+
+def test_bad_records_are_counted_by_kind() -> None:
+    """Records without an account or time, or with a bad time, are refused with a stable kind."""
+    good = record("a", START)
+    no_account = {k: v for k, v in good.items() if k != "account"}
+    no_time = {k: v for k, v in good.items() if k != "time"}
+    bad_time = dict(good, time="yesterday")
+    bad_detection = dict(good, detection="x")
+    analyzer = Analyzer()
+    bad = observe_all(analyzer, [good, no_account, no_time, bad_time, bad_detection])
+    assert bad == {"missing_field": 2, "bad_field": 2}
+    assert len(analyzer) == 1
+    with pytest.raises(RecordError, match="no 'account'"):
+        parse_record(no_account)
+
+
+def test_record_without_detection_still_counts() -> None:
+    """A check that stopped before the detect phase still says who called, when and from where."""
+    r = record("a", START)
+    del r["detection"]
+    obs = parse_record(r)
+    assert obs.template == "" and obs.simhash is None and obs.network == "73.12.4.0/24"
+
+
+def test_same_source_is_counted_once() -> None:
+    """An observation delivered twice under one source (a redelivered entry) counts once."""
+    analyzer = Analyzer()
+    r = record("a", START)
+    analyzer.observe(r, source="1-0")
+    analyzer.observe(r, source="1-0")
+    analyzer.observe(r, source="2-0")
+    assert len(analyzer) == 2
+
+
+def test_observation_round_trips_through_its_compact_form() -> None:
+    """The worker's log entry reads back as the same observation."""
+    obs = parse_record(record("a", START, simhash=0x0123456789ABCDEF))
+    assert Observation.from_compact(obs.to_compact()) == obs
+    with pytest.raises(RecordError):
+        Observation.from_compact([1, 2])
+
+
+def test_memory_is_bounded_per_account() -> None:
+    """A heavy account keeps only its newest `max_events_per_account` requests."""
+    analyzer = Analyzer(AnalysisSettings(max_events_per_account=16))
+    for i in range(100):
+        analyzer.observe(record("heavy", START + i))
+    assert len(analyzer) == 16
+
+
+def test_near_duplicates_join_within_three_bits_only() -> None:
+    """SimHashes up to 3 bits apart form one template cluster; 4 bits apart do not."""
+    index = TemplateIndex(max_bits=3, max_pairs=64)
+    base = 0x0F0F0F0F0F0F0F0F
+    index.add("b", base ^ 0b111, START)  # 3 bits away
+    index.add("a", base, START)
+    index.add("c", base ^ 0xF000, START)  # 4 bits away from a, 7 from b
+    groups = index.groups(["a", "b", "c"])
+    assert groups == {"a": "a", "b": "a", "c": "c"}
+    index.expire(START + 1)
+    assert len(index) == 0
+
+
+def test_settings_document_every_field() -> None:
+    """Every settings field has a description (the rules' JSON Schema shows them) and a default.
+
+    A Component is one value (start, full, weight): its parts are described, and
+    each component's default is given whole.
+    """
+
+    def walk(model: type[Any]) -> None:
+        for name, info in model.model_fields.items():
+            assert info.description, f"{model.__name__}.{name} has no description"
+            if model is not Component:
+                assert not info.is_required(), f"{model.__name__}.{name} has no default"
+            annotation = info.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                walk(annotation)
+
+    walk(AnalysisSettings)
+
+
+def test_settings_refuse_unknown_keys_and_disordered_thresholds() -> None:
+    """Settings are strict: an unknown key or thresholds out of order are errors."""
+    with pytest.raises(ValidationError, match="extra"):
+        AnalysisSettings.model_validate({"treshold": 1})
+    with pytest.raises(ValidationError, match="ordered"):
+        AnalysisSettings.model_validate({"thresholds": {"watch": 0.9, "restrict": 0.5}})
+
+
+def test_harness_on_a_small_simulation(tmp_path: Path) -> None:
+    """The harness turns simulate's files into records the analyzer takes, and scores them."""
+    args = ["--days", "1", "--benign-accounts", "100", "--campaign-accounts", "30", "--seed", "21"]
+    assert main(["simulate", "--out", str(tmp_path), *args]) == 0
+    records = list(simulation_records(tmp_path))
+    assert records
+    first = records[0]
+    assert first["client_network"].endswith(("/24", "/48"))
+    assert {"template", "simhash", "client"} <= set(first["detection"])
+    bad: Counter[str] = Counter()
+    result, _ = harness_run(observations(records, bad), AnalysisSettings(), 600)
+    assert not bad
+    report = score(result, tmp_path / "labels.jsonl")
+    campaign_row = report["groups"].pop("campaign")
+    assert campaign_row["restricted"] >= 0.9 * campaign_row["active"]
+    assert all(row["restricted"] == 0 for row in report["groups"].values())
+    assert report["precision"] == 1.0
