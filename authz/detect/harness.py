@@ -7,7 +7,7 @@ from `authz.detect.features.extract`), feeds them to an Analyzer in time order,
 analyses every `interval` seconds of simulated time, and scores the verdicts
 against the scenario's labels:
 
-    python -m authz.detect.harness run/ [--interval 300] [--settings FILE] [--json]
+    python -m authz.detect.harness run/ [--interval 900] [--settings FILE] [--json]
 
 The records leave out what this module cannot know without the rules (the
 action is always `allow`), which the analysis does not read anyway.
@@ -266,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m authz.detect.harness", description=__doc__)
     p.add_argument("directory", type=Path, help="a `distill-guard simulate --out` directory")
     p.add_argument("--settings", type=Path, help="AnalysisSettings YAML (default: defaults)")
-    p.add_argument("--interval", type=float, default=300.0, help="seconds between analyses")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=900.0,
+        help="seconds of simulated time between analyses (default 900; analyses are the cost)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ns = p.parse_args(argv)
     settings = load_settings(ns.settings) if ns.settings else AnalysisSettings()
