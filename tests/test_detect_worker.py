@@ -225,6 +225,19 @@ def test_group_starts_one_window_back(redis_url: str) -> None:
     assert run_with(redis_url, body) == 1
 
 
+def test_verdicts_expired_on_arrival_are_not_written(redis_url: str) -> None:
+    """Records older than the verdict lifetime (a backlog) give verdicts that are not written."""
+
+    async def body(client: Redis) -> tuple[Any, int]:
+        await xadd_records(client, campaign(time.time() - 3 * DAY))
+        stats = await worker(client, "w").run(drain=True)
+        return stats, len([k async for k in client.scan_iter(match="dg:v:*")])
+
+    stats, keys = run_with(redis_url, body)
+    assert keys == 0
+    assert stats.stale >= 30 and stats.verdicts == {}
+
+
 def test_only_the_lease_holder_writes(redis_url: str) -> None:
     """Every worker analyses; the one holding the lease writes, the other does not."""
 

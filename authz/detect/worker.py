@@ -89,6 +89,7 @@ class WorkerStats:
     bad: Counter[str] = field(default_factory=Counter)  # unusable records by kind
     analyses: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
+    stale: int = 0  # verdicts not written: expired before they were computed (a backlog)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,6 +101,7 @@ class WorkerStats:
             "bad": dict(self.bad),
             "analyses": self.analyses,
             "verdicts": dict(self.verdicts),
+            "stale": self.stale,
             "seconds": round(self.seconds, 3),
         }
 
@@ -288,9 +290,13 @@ class AnalysisWorker:
         verdicts = self.analyzer.analyze(latest)
         self.stats.analyses += 1
         leader = await self.lead()
-        if leader:
-            await self.sink.put(verdicts)
-            self.stats.verdicts.update(v.action for v in verdicts)
+        # Verdicts last until record time + verdict_ttl. A worker catching up on a
+        # backlog older than that would write keys that expire at once: skip them.
+        fresh = [v for v in verdicts if v.until > self._wall()]
+        if leader and fresh:
+            await self.sink.put(fresh)
+            self.stats.verdicts.update(v.action for v in fresh)
+        self.stats.stale += len(verdicts) - len(fresh)
         self._log_analysis(verdicts, leader, time.perf_counter() - started)
         return verdicts
 
@@ -300,6 +306,7 @@ class AnalysisWorker:
             "analysis",
             extra={
                 "record_time": self.analyzer.latest,
+                "lag": round(self._wall() - (self.analyzer.latest or 0.0), 1),
                 "accounts": self.analyzer.accounts,
                 "clusters": len(self.analyzer.clusters),
                 "verdicts": dict(actions),
