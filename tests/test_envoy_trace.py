@@ -240,9 +240,7 @@ def test_envoy_and_distill_guard_spans_form_one_trace(traced: TracedStack) -> No
     assert check.parent_span_id == ext_authz.span_id
     assert ingress.attributes["distill_guard.decision_id"] == decision_id
 
-    _poll(
-        "four phase spans", lambda: len([s for s in ours() if s.trace_id == check.trace_id]) == 5
-    )
+    _poll("four phase spans", lambda: len([s for s in ours() if s.trace_id == check.trace_id]) == 5)
     phases = {s.name: s for s in ours() if s.name != telemetry.CHECK_SPAN}
     assert set(phases) == {
         telemetry.IDENTIFY_SPAN,
