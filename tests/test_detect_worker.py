@@ -115,6 +115,17 @@ def test_redis_sink_renewal_moves_the_expiry(redis_url: str) -> None:
     assert after - before == 60_000
 
 
+def test_redis_sink_in_traffic_time(redis_url: str) -> None:
+    """With `now` (a replay's clock) a key lives `until - now` seconds, even for old traffic."""
+
+    async def body(client: Redis) -> int:
+        await RedisVerdictSink(client).put([Verdict("a", "deny", "c1", 0.9, (), 1000.0)], now=900.0)
+        return await client.pttl("dg:v:{a:a}")
+
+    ttl = run_with(redis_url, body)
+    assert 99_000 < ttl <= 100_000
+
+
 def test_memory_sink_keeps_the_latest_verdict() -> None:
     """The memory sink replaces an account's verdict and forgets expired ones."""
     sink = MemoryVerdictSink()

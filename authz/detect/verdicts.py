@@ -56,8 +56,12 @@ def verdict_key(account: str) -> str:
 class VerdictSink(Protocol):
     """Where the analysis writes its verdicts."""
 
-    async def put(self, verdicts: Sequence[Verdict]) -> None:
-        """Store (or renew) every verdict until its `until`."""
+    async def put(self, verdicts: Sequence[Verdict], *, now: float | None = None) -> None:
+        """Store (or renew) every verdict until its `until`.
+
+        `now` is the time the verdicts were computed at when that is not the
+        wall clock (a replay in traffic time).
+        """
         ...
 
 
@@ -96,8 +100,8 @@ class MemoryVerdictSink:
     def __init__(self) -> None:
         self.verdicts: dict[str, Verdict] = {}
 
-    async def put(self, verdicts: Sequence[Verdict]) -> None:
-        """Keep each verdict, replacing the account's previous one."""
+    async def put(self, verdicts: Sequence[Verdict], *, now: float | None = None) -> None:
+        """Keep each verdict, replacing the account's previous one (`get` checks expiry)."""
         for v in verdicts:
             self.verdicts[v.account] = v
 
