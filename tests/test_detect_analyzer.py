@@ -227,6 +227,40 @@ def test_mixed_population_restricts_only_the_campaign() -> None:
     assert by_action(verdicts)["watch"] == 0
 
 
+def test_cover_traffic_does_not_pull_in_benign_users() -> None:
+    """A campaign mixing ordinary prompts on popular frames into its traffic does not drag
+    the people who use those frames into its cluster."""
+    rng = random.Random(8)
+    frames = [rng.getrandbits(64) for _ in range(10)]
+    records = campaign(START)
+    for r in records:  # about a third of the campaign's requests become ordinary prompts
+        if rng.random() < 0.33:
+            frame = rng.choice(frames)
+            r["detection"].update(
+                template=f"{frame:016x}", simhash=f"{frame:016x}", elicitation=0.05
+            )
+    for i in range(60):  # people who mostly use one popular frame; a third new and unverified
+        new = i % 3 == 0
+        for k in range(3):
+            frame = frames[i % 10] if k < 2 else rng.getrandbits(64)
+            records.append(
+                record(
+                    f"person{i:02d}",
+                    START + rng.uniform(0, DAY),
+                    kyc="unverified" if new else "verified",
+                    created=rfc3339(START - 3 * DAY) if new else LONG_AGO,
+                    network=f"{100 + i}.{i}.7.0/24",
+                    asn=7000 + i,
+                    template=f"{frame:016x}",
+                    simhash=frame,
+                )
+            )
+    _, verdicts = run(records, START + DAY)
+    judged = {v.account: v.action for v in verdicts}
+    assert not [a for a in judged if a.startswith("person")]
+    assert all(judged.get(f"camp{i:03d}") in {"restrict", "deny"} for i in range(30))
+
+
 def test_popular_sdk_from_many_networks_is_no_cluster() -> None:
     """Hundreds of unrelated users of one popular SDK (one fingerprint) link to nothing."""
     rng = random.Random(5)

@@ -10,9 +10,10 @@ One analysis, in order:
 2. template clusters: exact template ids, then near-duplicates (SimHash LSH
    bands, confirmed by Hamming distance); a template cluster used by several
    identities is *shared*;
-3. link accounts (union-find) by shared template clusters, by client
-   fingerprint within one /24, by entity, by sign-up cohort and by
-   synchronised regular timing;
+3. link accounts (union-find): strongly through the shared template clusters
+   that carry their traffic, and by entity; weakly (two weak keys needed) by
+   client fingerprint within one /24, sign-up cohort and synchronised timing;
+   then again, with template links only into each group's core;
 4. score each cluster of two or more accounts from named components
    (authz.detect.settings.Components), scaled down when it spans few
    identities (a verified entity counts once);
@@ -343,7 +344,8 @@ class _Summary:
     gaps: int
     cv: float | None
     median_gap: float
-    shared_share: float = 0.0
+    shared_share: float = 0.0  # of its requests, on shared template clusters
+    linked: set[str] = field(default_factory=set)  # shared template clusters it links through
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,11 +518,23 @@ class Analyzer:
                 users.setdefault(template_cluster[t], set()).add(summary.identity)
         need = self.settings.linking.shared_template_identities
         shared = {tc for tc, ids in users.items() if len(ids) >= need}
+        link = self.settings.linking
         for summary in summaries.values():
-            on_shared = sum(
-                n for t, n in summary.templates.items() if template_cluster[t] in shared
-            )
-            summary.shared_share = on_shared / len(summary.events)
+            per_cluster: Counter[str] = Counter()
+            for t, n in summary.templates.items():
+                if (tc := template_cluster[t]) in shared:
+                    per_cluster[tc] += n
+            requests = len(summary.events)
+            summary.shared_share = sum(per_cluster.values()) / requests
+            if per_cluster and summary.shared_share >= link.template_share:
+                # Only clusters that carry a real part of the account's own traffic, next
+                # to its main one: ordinary prompts mixed in on popular frames (cover
+                # traffic, a hydra cluster) must not join the frames' benign users.
+                floor = max(
+                    link.template_link_share * requests,
+                    link.template_link_ratio * max(per_cluster.values()),
+                )
+                summary.linked = {tc for tc, n in per_cluster.items() if n >= floor}
         return shared
 
     def _cohorts(self, summaries: Mapping[str, _Summary], now: float) -> dict[str, int]:
@@ -564,7 +578,27 @@ class Analyzer:
         share at least `weak_meetings` of them: any one alone is often chance
         (neighbours behind a NAT, a user whose address a residential proxy also
         uses, a sign-up next to a campaign's burst).
+
+        Linking runs twice. The first pass finds each group's core, the
+        template clusters that many of its members are linked through; the
+        second keeps only template links into a core. A group held together by
+        its own templates thus lets go of accounts tied to it by a template few
+        of its members use: the people on a popular frame that a campaign's
+        cover traffic also uses.
         """
+        link = self.settings.linking
+        for group in self._union(summaries, ctx):
+            if len(group) < 2:
+                continue
+            uses = Counter(tc for m in group for tc in m.linked)
+            need = max(2.0, link.core_share * len(group))
+            core = {tc for tc, n in uses.items() if n >= need}
+            for m in group:
+                m.linked &= core
+        return [g for g in self._union(summaries, ctx) if len(g) >= 2]
+
+    def _union(self, summaries: Mapping[str, _Summary], ctx: _Context) -> list[list[_Summary]]:
+        """One pass of union-find over the strong and weak links; every group, singletons too."""
         link = self.settings.linking
         uf: UnionFind[str] = UnionFind()
         first: dict[tuple[str, ...], str] = {}
@@ -577,11 +611,8 @@ class Analyzer:
 
         for s in summaries.values():
             uf.add(s.account)
-            if s.shared_share >= link.template_share and s.shared_share > 0:
-                for t in s.templates:
-                    tc = ctx.template_cluster[t]
-                    if tc in ctx.shared:
-                        join(("t", tc), s.account)
+            for tc in s.linked:
+                join(("t", tc), s.account)
             if link.entity and s.identity.startswith("e:"):
                 join(("e", s.identity), s.account)
             for key in self._weak_keys(s, ctx):
@@ -594,7 +625,7 @@ class Analyzer:
         groups: dict[str, list[_Summary]] = {}
         for s in summaries.values():
             groups.setdefault(uf.find(s.account), []).append(s)
-        return [g for g in groups.values() if len(g) >= 2]
+        return list(groups.values())
 
     def _weak_keys(self, s: _Summary, ctx: _Context) -> Iterator[tuple[str, ...]]:
         link = self.settings.linking
@@ -636,12 +667,7 @@ class Analyzer:
         """Score one cluster and give each member its verdict."""
         s = self.settings
         identities = {m.identity for m in members}
-        core = {
-            ctx.template_cluster[t]
-            for m in members
-            for t in m.templates
-            if ctx.template_cluster[t] in ctx.shared
-        }
+        core = set().union(*(m.linked for m in members))  # the templates that bind the cluster
         values = self._cluster_values(members, core, ctx)
         strengths = {n: getattr(s.components, n).strength(v) for n, v in values.items()}
         weights = {n: getattr(s.components, n).weight for n in values}

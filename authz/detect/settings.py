@@ -127,6 +127,30 @@ class Linking(StrictModel):
         description="An account is linked by its shared templates only when at least this "
         "share of its requests is on shared template clusters.",
     )
+    template_link_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="An account links through a shared template cluster only when that "
+        "cluster carries at least this share of its requests: a request or two on a popular "
+        "prompt frame links nothing.",
+    )
+    template_link_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="... and at least this fraction of what its main shared template cluster "
+        "carries, so ordinary prompts mixed into templated traffic (cover traffic) link "
+        "nothing.",
+    )
+    core_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A group's core: the template clusters at least this share of its members "
+        "(and two at least) are linked through. Template links outside the core are dropped "
+        "and the accounts linked again.",
+    )
     entity: bool = Field(default=True, description="Link accounts of one entity (strong link).")
     client_network: bool = Field(
         default=True,

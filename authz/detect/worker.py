@@ -5,9 +5,9 @@ one worker. So the work is split in two stages:
 
 1. **Ingest** (shared): each worker reads its share of `dg:audit` through the
    group `analyze` (created one window back; its own pending entries first,
-   then new ones; entries a
-   crashed worker left pending longer than `claim_idle` are claimed with
-   XAUTOCLAIM), reduces every record to a compact observation, appends the
+   then new ones; entries a crashed worker left pending longer than
+   `claim_idle` are claimed with XAUTOCLAIM), reduces every record to a
+   compact observation, appends the
    observations to the observation log `dg:detect:obs` and acknowledges the
    entries, in one pipeline. Parsing the full record (which can carry a whole
    request) is the expensive part, and it is what the group shares out.
