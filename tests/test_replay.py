@@ -4,8 +4,10 @@ live gRPC server, the Redis store, rule comparison and bad input."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -404,3 +406,38 @@ def test_cli_writes_decisions_and_a_summary(
         )
         == 2
     )
+
+
+def test_cli_writes_a_chained_audit_trail_in_traffic_time(tmp_path: Path) -> None:
+    from authz.audit.verify import ChainChecker, file_entries
+    from authz.cli import main
+
+    traffic = tmp_path / "traffic.jsonl"
+    traffic.write_bytes(_encode(sample_traffic()))
+    out, audit = tmp_path / "decisions.jsonl", tmp_path / "audit.jsonl"
+    args = ["replay", str(traffic), "--out", str(out), "--rules", str(DEMO_RULES), "--quiet"]
+    args += ["--accounts", str(DEMO_ACCOUNTS), "--geoip", "demo", "--audit-out", str(audit)]
+    args += ["--audit-request-content", "--audit-request-content-bytes", "16"]
+    assert main(args) == 0
+    first = audit.read_bytes()
+    assert main(args) == 0
+    assert audit.read_bytes() == first  # deterministic, like the decisions
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [json.loads(line) for line in first.splitlines()]
+    assert len(records) == len(rows) == len(sample_traffic())
+    assert [r["decision_id"] for r in records] == [f"replay-{r['i']:09d}" for r in rows]
+    assert [r["reason"] for r in records] == [r["reason"] for r in rows]
+    assert {r["chain"] for r in records} == {"replay"}
+    # Timed by the traffic, not by the machine running the replay.
+    assert records[0]["time"].startswith(
+        time.strftime("%Y-%m-%dT%H:%M", time.gmtime(sample_traffic()[0]["ts"]))
+    )
+    # Request content is kept without credentials, the body cut at 16 bytes.
+    kept = next(r for r in records if r.get("content", {}).get("body"))
+    assert base64.b64decode(kept["content"]["body"]) == sample_traffic()[0]["body"].encode()[:16]
+    names = {h["name"] for r in records for h in r.get("content", {}).get("headers", [])}
+    assert not names & {"authorization", "x-api-key"}
+    checker = ChainChecker()
+    with open(audit, "rb") as f:
+        assert checker.check(file_entries(f)) is None
+    assert checker.records == len(rows)

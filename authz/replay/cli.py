@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from authz.errors import ConfigError
-from authz.replay.run import Summary, replay
+from authz.replay.run import AuditFile, Summary, replay
 from authz.settings import Settings
 
 
@@ -156,6 +156,23 @@ def _bench(ns: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _audit_file(ns: argparse.Namespace) -> Iterator[AuditFile | None]:
+    """The chained audit trail `--audit-out` asks for, or None."""
+    if not ns.audit_out:
+        yield None
+        return
+    if ns.audit_request_content_bytes < 0:
+        raise ConfigError(
+            "--audit-request-content-bytes",
+            "",
+            f"must be at least 0 (got {ns.audit_request_content_bytes})",
+        )
+    content = ns.audit_request_content_bytes if ns.audit_request_content else None
+    with open(ns.audit_out, "w", encoding="utf-8", newline="\n") as out:
+        yield AuditFile(out, chain=ns.audit_chain, content_bytes=content)
+
+
 def _run(ns: argparse.Namespace) -> int:
     if ns.bench:
         try:
@@ -176,7 +193,7 @@ def _run(ns: argparse.Namespace) -> int:
         bar = _Bar(os.fstat(traffic.fileno()).st_size, sys.stderr)
     started = time.monotonic()
     try:
-        with traffic, _open_out(ns.out) as out:
+        with traffic, _open_out(ns.out) as out, _audit_file(ns) as audit:
             summary = asyncio.run(
                 replay(
                     settings,
@@ -187,6 +204,7 @@ def _run(ns: argparse.Namespace) -> int:
                     progress=bar,
                     analysis_lag=None if ns.no_analysis else ns.analysis_lag,
                     analysis_interval=ns.analysis_interval,
+                    audit=audit,
                 )
             )
     except (ConfigError, OSError) as exc:
@@ -269,6 +287,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--no-analysis",
         action="store_true",
         help="request-path detection only: do not run the off-path analysis",
+    )
+    p.add_argument(
+        "--audit-out",
+        metavar="FILE",
+        help="also write the decisions as a chained audit trail (JSON lines, the server's "
+        "records in traffic time), for `audit verify`, `case` and the worker",
+    )
+    p.add_argument(
+        "--audit-chain",
+        default="replay",
+        help="chain name of the --audit-out records [default: replay]",
+    )
+    p.add_argument(
+        "--audit-request-content",
+        action="store_true",
+        help="keep each request (minus credentials) in the --audit-out records, as "
+        "`serve --audit-request-content` does",
+    )
+    p.add_argument(
+        "--audit-request-content-bytes",
+        type=int,
+        default=65_536,
+        metavar="N",
+        help="body bytes a record keeps at most [default: 65536]",
     )
     p.add_argument("--summary", metavar="FILE", help="write the summary as JSON here too")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

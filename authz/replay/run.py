@@ -20,7 +20,8 @@ from typing import IO, Any
 
 from authz import governance
 from authz.app import App, build_app
-from authz.audit.record import build_record, to_dict
+from authz.audit.chain import ChainHead, seal
+from authz.audit.record import ContentPolicy, build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
 from authz.detect.keys import verdict_key
@@ -124,12 +125,10 @@ class OffPath:
         self.verdicts_written = 0
         self.records_skipped = 0
 
-    def record(self, facts: RequestFacts, decision: Decision) -> None:
+    def record(self, decision: Decision, record: dict[str, Any]) -> None:
         """Queue the decision's audit record (only decisions made for a known caller)."""
-        if decision.caller is None:
-            return
-        record = to_dict(build_record(facts, decision, trace_id=""))
-        self._due.append((decision.time + self.lag, record))
+        if decision.caller is not None:
+            self._due.append((decision.time + self.lag, record))
 
     async def advance(self, now: float) -> None:
         """Deliver the records due by `now` and run every analysis due by then."""
@@ -166,16 +165,48 @@ class OffPath:
         self.verdicts_written += len(verdicts)
 
 
+class AuditFile:
+    """The audit trail of a replay: chained records in a JSON lines file, in traffic time.
+
+    The records are the server's (`build_record`, sealed by `seal`), on the chain
+    `chain`; `distill-guard audit verify`, `audit`, `case` and the off-path
+    analysis read them as they read a server's.
+    """
+
+    def __init__(
+        self, out: IO[str], *, chain: str = "replay", content_bytes: int | None = None
+    ) -> None:
+        self._out = out
+        self._chain = chain
+        self._head: ChainHead | None = None
+        self.content_bytes = content_bytes  # keep request content, this much body at most
+        self.written = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Chain one record after the last and write it."""
+        line, self._head = seal(record, self._head, self._chain)
+        self._out.write(line)
+        self._out.write("\n")
+        self.written += 1
+
+
 class _Recorded:
-    """The replay's decision sink: hands each decision to the off-path analysis."""
+    """The replay's decision sink: its audit file and the off-path analysis."""
 
     def __init__(self) -> None:
         self.offpath: OffPath | None = None
+        self.audit: AuditFile | None = None
+        self.content: ContentPolicy | None = None
 
     def record(self, facts: RequestFacts, decision: Decision) -> None:
-        """Queue the record for the analysis (when it runs)."""
+        """Build the decision's audit record when something reads it, and hand it on."""
+        if self.offpath is None and self.audit is None:
+            return
+        record = to_dict(build_record(facts, decision, trace_id="", content=self.content))
+        if self.audit is not None:
+            self.audit.write(record)
         if self.offpath is not None:
-            self.offpath.record(facts, decision)
+            self.offpath.record(decision, record)
 
 
 class Replayer:
@@ -188,10 +219,12 @@ class Replayer:
         rates_private: bool = False,
         analysis_lag: float | None = None,
         analysis_interval: float = 60.0,
+        audit: AuditFile | None = None,
     ) -> None:
         self.clock = ManualClock()
         self._line = 0
         sink = _Recorded()
+        sink.audit = audit
         self.app: App = build_app(
             settings,
             clock=self.clock,
@@ -200,6 +233,11 @@ class Replayer:
             ids=self._decision_id,
         )
         self._max_body = settings.max_body_bytes
+        if audit is not None and audit.content_bytes is not None:
+            rules = self.app.rules
+            sink.content = ContentPolicy(
+                audit.content_bytes, key_headers=lambda: rules.current().key_headers
+            )
         detection = self.app.rules.current().detection
         self.offpath: OffPath | None = None
         if analysis_lag is not None and detection.enabled:
@@ -324,13 +362,17 @@ async def replay(
     progress: Progress | None = None,
     analysis_lag: float | None = None,
     analysis_interval: float = 60.0,
+    audit: AuditFile | None = None,
 ) -> Summary:
     """Replay a traffic stream into `out`, one JSON line per request; the summary.
 
-    With `analysis_lag` (seconds) the off-path analysis runs in traffic time (OffPath).
+    With `analysis_lag` (seconds) the off-path analysis runs in traffic time (OffPath);
+    with `audit`, the new rules' decisions are also written as a chained audit trail.
     """
     summary = Summary(compared=compare_rules is not None)
-    new = Replayer(settings, analysis_lag=analysis_lag, analysis_interval=analysis_interval)
+    new = Replayer(
+        settings, analysis_lag=analysis_lag, analysis_interval=analysis_interval, audit=audit
+    )
     # The old rules decide on a private memory store, so the two never share counters.
     old = None
     if compare_rules is not None:
