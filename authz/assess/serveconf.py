@@ -1,0 +1,187 @@
+"""How `distill-guard serve` runs in the deployment, read from one of three forms.
+
+- a Kubernetes manifest (`.yaml`/`.yml`, several documents allowed): the
+  container named `distill-guard` (or the first whose image or command names
+  distill-guard), in `containers` or `initContainers`; its `env` and `args`;
+- an env file: `NAME=value` lines (`export` and quotes allowed) of
+  `DISTILL_GUARD_*` and `OTEL_*` variables;
+- a command line: a file whose first command word is `distill-guard` or
+  `python -m authz`, followed by `serve` and its flags.
+
+Flags win over the environment, as they do in `serve`. Values that come from a
+Secret (`valueFrom`) are recorded as `<from secretKeyRef>`, never resolved.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.errors import ConfigError
+from authz.settings import ENV_PREFIX, Settings
+
+SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+
+
+@dataclass
+class ServeConfig:
+    """serve's settings as written in the deployment (strings; absent means the default)."""
+
+    source: str
+    values: dict[str, str] = field(default_factory=dict)
+    otel: dict[str, str] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
+    replicas: int | None = None
+
+    def get(self, name: str) -> str | None:
+        """The configured value of a setting, or None when it is left at its default."""
+        return self.values.get(name)
+
+    def effective(self, name: str) -> str:
+        """The configured value, else the default `serve` would use."""
+        value = self.values.get(name)
+        if value is not None:
+            return value
+        default = next(f.default for f in fields(Settings) if f.name == name)
+        return "" if default is None else str(default)
+
+    def at(self, name: str) -> str:
+        """Where a setting was read (or that it is the default)."""
+        return self.where.get(name, f"{self.source}: {name} not set (default)")
+
+    def _set_env(self, name: str, value: str, where: str) -> None:
+        if name.startswith(ENV_PREFIX):
+            setting = name[len(ENV_PREFIX) :].lower()
+            if setting in SETTING_NAMES and setting not in self.values:
+                self.values[setting] = value
+                self.where[setting] = f"{where} {name}"
+        elif name.startswith("OTEL_"):
+            self.otel[name] = value
+
+    def _set_args(self, args: list[str], where: str) -> None:
+        """Apply serve's flags (they override the environment)."""
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            i += 1
+            if not arg.startswith("--"):
+                continue
+            name, eq, value = arg[2:].partition("=")
+            setting = name.replace("-", "_")
+            if setting.startswith("no_") and setting[3:] in SETTING_NAMES and not eq:
+                self.values[setting[3:]] = "false"
+                self.where[setting[3:]] = f"{where} {arg}"
+                continue
+            if setting not in SETTING_NAMES:
+                continue
+            if not eq:
+                if i < len(args) and not args[i].startswith("--"):
+                    value = args[i]
+                    i += 1
+                else:
+                    value = "true"  # a switch such as --audit-request-content
+            self.values[setting] = value
+            self.where[setting] = f"{where} --{name}"
+
+
+def load_serve_config(path: Path) -> ServeConfig:
+    """Read serve's settings from a manifest, an env file or a command line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+    if path.suffix in {".yaml", ".yml"}:
+        return _from_manifest(path, text)
+    words = _command_words(text)
+    if words and (Path(words[0]).name == "distill-guard" or words[:3][-2:] == ["-m", "authz"]):
+        return _from_command(path, words)
+    return _from_env_file(path, text)
+
+
+def _command_words(text: str) -> list[str]:
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    joined = " ".join(ln.rstrip().removesuffix("\\") for ln in lines)
+    try:
+        return shlex.split(joined)
+    except ValueError:
+        return []
+
+
+def _from_command(path: Path, words: list[str]) -> ServeConfig:
+    if "serve" not in words:
+        raise ConfigError(str(path), "", "a command line, but not of `distill-guard serve`")
+    conf = ServeConfig(source=path.name)
+    # Leading NAME=value words are the command's environment.
+    for word in words:
+        name, eq, value = word.partition("=")
+        if not eq or not name.isidentifier():
+            break
+        conf._set_env(name, value, path.name)
+    conf._set_args(words[words.index("serve") + 1 :], path.name)
+    return conf
+
+
+def _from_env_file(path: Path, text: str) -> ServeConfig:
+    conf = ServeConfig(source=path.name)
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.removeprefix("export ").partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise ConfigError(f"{path}:{n}", "", "expected NAME=value (or a serve command line)")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        conf._set_env(name.strip(), value, f"{path.name}:{n}")
+    return conf
+
+
+def _from_manifest(path: Path, text: str) -> ServeConfig:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or spec
+        if not isinstance(pod, dict):
+            continue
+        for kind in ("initContainers", "containers"):
+            for container in pod.get(kind) or []:
+                if isinstance(container, dict) and _is_guard(container):
+                    return _from_container(path, doc, kind, container)
+    raise ConfigError(str(path), "", "no distill-guard container in this manifest")
+
+
+def _is_guard(container: dict[str, Any]) -> bool:
+    if container.get("name") == "distill-guard":
+        return True
+    words = [str(container.get("image", ""))] + [str(w) for w in container.get("command") or []]
+    return any("distill-guard" in w for w in words)
+
+
+def _from_container(
+    path: Path, doc: dict[str, Any], kind: str, container: dict[str, Any]
+) -> ServeConfig:
+    name = container.get("name", "?")
+    conf = ServeConfig(source=f"{path.name} ({kind}/{name})")
+    replicas = (doc.get("spec") or {}).get("replicas")
+    conf.replicas = replicas if isinstance(replicas, int) else None
+    where = f"{path.name} {kind}/{name} env"
+    for item in container.get("env") or []:
+        if not isinstance(item, dict) or "name" not in item:
+            continue
+        if "value" in item:
+            value = str(item["value"])
+        else:
+            source = next(iter(item.get("valueFrom") or {"unknown": None}))
+            value = f"<from {source}>"
+        conf._set_env(str(item["name"]), value, where)
+    args = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    conf._set_args(args, f"{path.name} {kind}/{name} args")
+    return conf
