@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 from authz.clientip import ClientIpPolicy
 from authz.detect.rules import DetectionRules
 from authz.errors import ConfigError, format_validation_error
+from authz.events.rules import EventRules
 from authz.jurisdiction import (
     ClientIpRules,
     Jurisdiction,
@@ -121,6 +122,10 @@ class RulesDocument(StrictModel):
         default_factory=DetectionRules,
         description="Extraction-pattern detection, graduated actions and restricted output.",
     )
+    events: EventRules | None = Field(
+        default=None,
+        description="Reportable events (docs/events.md); absent: nothing is reported.",
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -170,6 +175,7 @@ class Rules:
     client_ip: ClientIpPolicy
     jurisdiction: Jurisdiction
     detection: DetectionRules
+    events: EventRules | None = None
 
 
 def _globs(patterns: list[str]) -> re.Pattern[str]:
@@ -204,6 +210,7 @@ def compile_rules(doc: RulesDocument, *, source: str, digest: str) -> Rules:
         client_ip=doc.client_ip.compile(),
         jurisdiction=compile_jurisdiction(doc.jurisdiction),
         detection=doc.detection,
+        events=doc.events,
     )
 
 

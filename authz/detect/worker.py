@@ -23,6 +23,13 @@ acknowledged (a crash between the two) is appended again by whoever claims it,
 and the analysis counts it once, since each observation carries its audit
 entry id. The log is trimmed to the analysis window (plus an hour) by wall
 time as it is appended to; a worker that starts reads what is left of it.
+
+With reportable events on (authz.events), each log entry also carries what the
+event detector needs beyond the observation (decision id, jurisdiction denial,
+country); every worker feeds its detector from the log as it feeds its
+Analyzer, and after each analysis reports what became reportable, through a
+Redis gate that lets one worker of several report each incident. Event records
+in the audit stream (the events' own chain) are acknowledged and skipped.
 """
 
 from __future__ import annotations
@@ -41,12 +48,16 @@ from typing import Any, cast
 
 import redis
 from redis.asyncio import Redis, RedisCluster
+from redis.typing import EncodableT, FieldT
 
 from authz.audit.record import parse_fields
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect.analyzer import Analyzer, Observation, RecordError, parse_record
 from authz.detect.settings import AnalysisSettings
 from authz.detect.verdicts import Verdict, VerdictSink
+from authz.events.detector import Sighting, sighting_of
+from authz.events.event import is_event
+from authz.events.report import Events
 from authz.redistext import text
 
 log = logging.getLogger("authz.detect.worker")
@@ -56,9 +67,11 @@ OBS_STREAM = "dg:detect:obs"
 LOCK_KEY = "dg:detect:lock"
 OBS_FIELD = "o"  # the compact observation, as JSON
 SOURCE_FIELD = "s"  # the audit entry it came from: counted once however often appended
+SIGHTING_FIELD = "e"  # with events on: the Sighting, as JSON
 _RECORD_KEY = RECORD_FIELD.encode()
 _OBS_KEY = OBS_FIELD.encode()
 _SOURCE_KEY = SOURCE_FIELD.encode()
+_SIGHTING_KEY = SIGHTING_FIELD.encode()
 _LOG_MARGIN = 3600.0  # seconds the observation log keeps beyond the window
 
 # Take the lease when it is free, renew it when it is ours; 1 when we hold it.
@@ -87,9 +100,11 @@ class WorkerStats:
     observations: int = 0  # observations it appended to the log
     followed: int = 0  # observations it read from the log into its analyzer
     bad: Counter[str] = field(default_factory=Counter)  # unusable records by kind
+    event_records: int = 0  # records of reportable events (not decisions): skipped
     analyses: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
     stale: int = 0  # verdicts not written: expired before they were computed (a backlog)
+    events: int = 0  # reportable events this worker reported
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,9 +114,11 @@ class WorkerStats:
             "observations": self.observations,
             "followed": self.followed,
             "bad": dict(self.bad),
+            "event_records": self.event_records,
             "analyses": self.analyses,
             "verdicts": dict(self.verdicts),
             "stale": self.stale,
+            "events": self.events,
             "seconds": round(self.seconds, 3),
         }
 
@@ -126,8 +143,10 @@ class AnalysisWorker:
         lease: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        events: Events | None = None,
     ) -> None:
         self.client = client
+        self.events = events
         self.sink = sink
         self.settings = settings or AnalysisSettings()
         self.analyzer = Analyzer(self.settings)
@@ -209,9 +228,14 @@ class AnalysisWorker:
             self._next_claim = now + self.claim_every
         return await self.read(block)
 
-    def observe_entries(self, entries: Sequence[Entry]) -> list[tuple[str, Observation]]:
-        """The usable records of a batch as (entry id, observation); the others counted."""
-        out: list[tuple[str, Observation]] = []
+    def observe_entries(
+        self, entries: Sequence[Entry]
+    ) -> list[tuple[str, Observation, Sighting | None]]:
+        """The usable records of a batch as (entry id, observation, sighting if events are on).
+
+        The others are counted: unusable ones by kind, event records on their own.
+        """
+        out: list[tuple[str, Observation, Sighting | None]] = []
         for raw_id, fields in entries:
             if not fields:
                 self.stats.bad["deleted"] += 1  # trimmed from the stream while pending
@@ -220,8 +244,12 @@ class AnalysisWorker:
             if record is None:
                 self.stats.bad["not_json"] += 1
                 continue
+            if is_event(record):
+                self.stats.event_records += 1
+                continue
+            seen = sighting_of(record) if self.events is not None else None
             try:
-                out.append((raw_id.decode(), parse_record(record)))
+                out.append((raw_id.decode(), parse_record(record), seen))
             except RecordError as exc:
                 self.stats.bad[exc.kind] += 1
         return out
@@ -233,15 +261,14 @@ class AnalysisWorker:
         observed = self.observe_entries(entries)
         keep_after = int((self._wall() - self.settings.window - _LOG_MARGIN) * 1000)
         pipe = self.client.pipeline(transaction=False)
-        for n, (source, obs) in enumerate(observed):
+        for n, (source, obs, seen) in enumerate(observed):
             row = json.dumps(obs.to_compact(), separators=(",", ":"))
+            entry: dict[FieldT, EncodableT] = {OBS_FIELD: row, SOURCE_FIELD: source}
+            if seen is not None:
+                entry[SIGHTING_FIELD] = json.dumps(seen.to_compact(), separators=(",", ":"))
             last = n == len(observed) - 1
             # Trimming once per batch is enough; MINID ~ lets Redis trim whole nodes.
-            pipe.xadd(
-                self.obs_stream,
-                {OBS_FIELD: row, SOURCE_FIELD: source},
-                minid=keep_after if last else None,
-            )
+            pipe.xadd(self.obs_stream, entry, minid=keep_after if last else None)
         pipe.xack(self.stream, self.group, *[raw_id for raw_id, _ in entries])
         await pipe.execute()
         self.stats.entries += len(entries)
@@ -259,12 +286,22 @@ class AnalysisWorker:
                 continue
             try:
                 obs = Observation.from_compact(json.loads(fields[_OBS_KEY]))
+                seen = self._sighting(fields)
             except (KeyError, ValueError, RecordError):
                 self.stats.bad["bad_observation"] += 1
                 continue
             self.analyzer.add(obs, source=fields.get(_SOURCE_KEY, raw_id).decode())
+            if self.events is not None:
+                # A redelivered entry (a crash between append and ack) counts twice here:
+                # an event's request count may run one high, never its incident.
+                self.events.detector.note(obs, seen)
             self.stats.followed += 1
         return len(rows) < self.batch
+
+    def _sighting(self, fields: dict[bytes, bytes]) -> Sighting:
+        """The entry's Sighting (an empty one when it was appended with events off)."""
+        raw = fields.get(_SIGHTING_KEY)
+        return Sighting() if raw is None else Sighting.from_compact(json.loads(raw))
 
     async def lead(self) -> bool:
         """Take or renew the lease that makes this worker the one that writes verdicts."""
@@ -297,6 +334,9 @@ class AnalysisWorker:
             await self.sink.put(fresh)
             self.stats.verdicts.update(v.action for v in fresh)
         self.stats.stale += len(verdicts) - len(fresh)
+        if self.events is not None:
+            reported = await self.events.after_analysis(latest, self.analyzer.clusters, verdicts)
+            self.stats.events += len(reported)
         self._log_analysis(verdicts, leader, time.perf_counter() - started)
         return verdicts
 

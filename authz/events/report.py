@@ -1,0 +1,177 @@
+"""Where events go once detected: the dedup gate, then every configured sink.
+
+    detector -> gate (one worker of many reports an incident) -> sinks
+
+Sinks: the audit trail (chained records on a chain of their own), the log
+(one WARNING line `reportable event` per event, for log-based alerting) and
+the webhook (authz.events.webhook). A sink that fails is logged and counted;
+the others still get the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Protocol
+
+import redis
+from opentelemetry import metrics
+from redis.asyncio import Redis, RedisCluster
+
+from authz.audit.chain import ChainHead, seal
+from authz.audit.sinks import RedisStreamSink
+from authz.detect.analyzer import ClusterReport
+from authz.detect.verdicts import Verdict
+from authz.events.detector import EventDetector
+from authz.events.event import Event
+
+log = logging.getLogger("authz.events")
+
+INCIDENT_PREFIX = "dg:event:"
+
+_meter = metrics.get_meter("distill_guard")
+_emitted = _meter.create_counter(
+    "distill_guard.events.emitted", description="Reportable events emitted, by kind and severity"
+)
+_sink_errors = _meter.create_counter(
+    "distill_guard.events.sink_errors",
+    description="Events a sink failed to take (audit stream down, ...), by sink",
+)
+
+
+def events_chain() -> str:
+    """The default chain of event records: `events-<host>`."""
+    return f"events-{socket.gethostname()}"
+
+
+class EventSink(Protocol):
+    """Somewhere events are written."""
+
+    name: str
+
+    async def emit(self, events: Sequence[Event], now: float) -> None:
+        """Take new events, reported at record time `now`."""
+        ...
+
+
+class LogSink:
+    """One JSON log line per event at WARNING, `reportable event`, with the event under `event`."""
+
+    name = "log"
+
+    async def emit(self, events: Sequence[Event], now: float) -> None:
+        """Log each event."""
+        for event in events:
+            log.warning("reportable event", extra={"event": event.to_json()})
+
+
+class StreamSink:
+    """Event records on their own chain in the audit stream (what `audit verify` checks)."""
+
+    name = "audit"
+
+    def __init__(self, stream: RedisStreamSink, chain: str) -> None:
+        self.stream = stream
+        self.chain = chain
+        self._head: ChainHead | None = None
+        self._head_known = False
+
+    async def emit(self, events: Sequence[Event], now: float) -> None:
+        """Chain the events' records after this chain's last one and append them."""
+        if not self._head_known:
+            self._head = await self.stream.head(self.chain)  # a restarted worker continues
+            self._head_known = True
+        head = self._head
+        lines = []
+        for event in events:
+            line, head = seal(event.record(now), head, self.chain)
+            lines.append(line)
+        await self.stream.write(lines)
+        self._head = head
+
+
+class RedisGate:
+    """Lets one worker of several report an incident: SET NX on `dg:event:<incident>`.
+
+    The key lives while the incident is open (its holder renews it each
+    analysis), so a worker that restarts and sees the incident again as new
+    does not report it twice.
+    """
+
+    def __init__(self, client: Redis | RedisCluster, prefix: str = INCIDENT_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    async def admit(
+        self, events: Sequence[Event], open_incidents: Sequence[tuple[str, float]]
+    ) -> list[Event]:
+        """The events no other worker reported; renews every open incident's key."""
+        left = dict(open_incidents)
+        new = {e.incident for e in events}
+        pipe = self.client.pipeline(transaction=False)
+        for e in events:
+            pipe.set(self.prefix + e.incident, e.id, nx=True, px=_ms(left.get(e.incident, 1.0)))
+        for incident, seconds in open_incidents:
+            if incident not in new:
+                pipe.pexpire(self.prefix + incident, _ms(seconds))
+        replies = await pipe.execute()
+        return [e for e, won in zip(events, replies, strict=False) if won]
+
+
+def _ms(seconds: float) -> int:
+    return max(1000, int(seconds * 1000))
+
+
+class Reporter:
+    """Hands new events to every sink (see the module docstring)."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = list(sinks)
+        self.emitted = 0
+
+    async def report(self, events: Sequence[Event], now: float) -> None:
+        """Emit the events to every sink; a failing sink does not stop the others."""
+        if not events:
+            return
+        for event in events:
+            _emitted.add(1, {"kind": event.kind, "severity": event.severity})
+        self.emitted += len(events)
+        for sink in self.sinks:
+            try:
+                await sink.emit(events, now)
+            except (redis.RedisError, OSError) as exc:
+                _sink_errors.add(len(events), {"sink": sink.name})
+                log.error(
+                    "reportable events not written",
+                    extra={
+                        "sink": sink.name,
+                        "events": [e.id for e in events],
+                        "problem": str(exc),
+                    },
+                )
+
+
+class Events:
+    """Event detection and reporting, as the analysis worker and replay run them."""
+
+    def __init__(
+        self, detector: EventDetector, reporter: Reporter, gate: RedisGate | None = None
+    ) -> None:
+        self.detector = detector
+        self.reporter = reporter
+        self.gate = gate
+
+    async def after_analysis(
+        self, now: float, clusters: Sequence[ClusterReport], verdicts: Sequence[Verdict]
+    ) -> list[Event]:
+        """Detect after one analysis at record time `now`, pass the gate, report; the events."""
+        events = self.detector.after_analysis(now, clusters, verdicts)
+        if self.gate is not None and (events or self.detector.open_incidents(now)):
+            try:
+                events = await self.gate.admit(events, self.detector.open_incidents(now))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Better twice (receivers drop repeats by event id) than never.
+                log.warning("event gate unavailable; reporting without it (%s)", exc)
+        await self.reporter.report(events, now)
+        return events
