@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.sim.cli",
     "authz.evaluate",
     "authz.detect.cli",
+    "authz.case.cli",
 )
 
 
