@@ -80,6 +80,9 @@ class Seen:
             "governance_headers": self.governance,
             "credential_received": bool(self.credentials),
             "credential_headers": self.credentials,
+            # Names only (no values): lets a probe see that a header such as
+            # x_distill_reasoning got through without echoing anything secret.
+            "header_names": sorted({k for k, _ in self.headers}),
             "request_id": next(iter(self.values("x-request-id")), None),
             "body_bytes": len(self.body),
         }
