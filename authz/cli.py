@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "authz.evaluate",
     "authz.detect.cli",
     "authz.case.cli",
+    "authz.assess.cli",
 )
 
 
