@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_ROWS = 50
+MAX_ROWS = 25
 EXAMPLES_SHOWN = 10
 NONE = "-"
 
