@@ -148,6 +148,8 @@ class _Exporter:
         except (json_format.ParseError, ValueError) as exc:
             self._bad(where, f"not an audit record ({str(exc).splitlines()[0][:120]})")
             return
+        if record.HasField("event"):
+            return  # a reportable event's record (authz.events): no request to replay
         if not record.decision_id or not record.HasField("time"):
             self._bad(where, "not an audit record (no decision_id or time)")
             return

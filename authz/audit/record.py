@@ -254,3 +254,12 @@ def parse_fields(raw: str | bytes | None) -> dict[str, Any] | None:
     except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
         return None
     return fields if isinstance(fields, dict) else None
+
+
+def is_event(fields: Mapping[str, Any]) -> bool:
+    """Whether a record's JSON mapping carries a reportable event rather than a decision.
+
+    Event records (authz.events) share the audit trail, on chains of their own;
+    readers that count decisions skip them.
+    """
+    return "event" in fields

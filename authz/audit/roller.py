@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.audit.client import Client
+from authz.audit.record import is_event
 from authz.audit.rollup_batch import RollupBatch, chunked
 from authz.audit.rollup_keys import STATS_KEY, WAL_INDEX_KEY, WAL_PREFIX, Retention
 from authz.audit.rollup_scripts import APPLY_CHUNK_LUA, TAKE_LUA
@@ -113,9 +114,13 @@ class Roller:
         gone_ids = list(deleted)
         while True:
             batch = RollupBatch()
+            events = 0  # records of reportable events: not decisions, nothing to count
             for _, rec in items:
                 if rec is None:
                     batch.invalid += 1
+                    continue
+                if is_event(rec):
+                    events += 1
                     continue
                 try:
                     batch.add(rec)
@@ -124,7 +129,7 @@ class Roller:
                     batch.invalid += 1
             ops, expired = batch.ops(self.retention, self.clock.now())
             stats = RollupStats(
-                applied=len(items) - batch.invalid - expired,
+                applied=len(items) - batch.invalid - expired - events,
                 invalid=batch.invalid,
                 deleted=len(gone_ids) + trimmed,
                 expired=expired,

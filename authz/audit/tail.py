@@ -35,21 +35,36 @@ _COLUMNS = (
 
 
 def row(fields: dict[str, Any]) -> str:
-    """One record as a table row; a dry-run allow shows the reason it would have been denied."""
+    """One record as a table row; a dry-run allow shows the reason it would have been denied.
+
+    A reportable event's record shows `event`, its severity, kind and incident.
+    """
     would = fields.get("would_deny", "")
-    values = (
-        str(fields.get("time", ""))[:19].replace("T", " "),
-        fields.get("action", ""),
-        fields.get("status", ""),
-        f"(would) {would}" if would else fields.get("reason", ""),
-        fields.get("account", "-"),
-        fields.get("tier", "-"),
-        fields.get("key_id", "-"),
-        fields.get("country", "-"),
-        fields.get("client_ip", "-"),
-        fields.get("model", "-"),
-        fields.get("path", ""),
-    )
+    event = fields.get("event")
+    if isinstance(event, dict):
+        values: tuple[Any, ...] = (
+            str(fields.get("time", ""))[:19].replace("T", " "),
+            "event",
+            str(event.get("severity", ""))[:6],
+            event.get("kind", ""),
+            f"{event.get('account_count', 0)} accts",
+            *("-" * 5),
+            event.get("incident", ""),
+        )
+    else:
+        values = (
+            str(fields.get("time", ""))[:19].replace("T", " "),
+            fields.get("action", ""),
+            fields.get("status", ""),
+            f"(would) {would}" if would else fields.get("reason", ""),
+            fields.get("account", "-"),
+            fields.get("tier", "-"),
+            fields.get("key_id", "-"),
+            fields.get("country", "-"),
+            fields.get("client_ip", "-"),
+            fields.get("model", "-"),
+            fields.get("path", ""),
+        )
     return " ".join(
         f"{value!s:{width}}" if width else str(value)
         for value, (_, width) in zip(values, _COLUMNS, strict=True)

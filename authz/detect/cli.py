@@ -5,7 +5,9 @@
 
 The settings come from the rules file's `detection.analysis` section
 (`--rules`), or from a YAML file holding AnalysisSettings alone (`--settings`),
-else the defaults. They are read once, at start.
+else the defaults. They are read once, at start. When the rules file has an
+`events` section, the worker also reports events (authz.events; where to:
+authz.events.options), and `--metrics-listen` serves its metrics.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from authz.detect.settings import AnalysisSettings, load_settings
 from authz.detect.verdicts import MemoryVerdictSink, RedisVerdictSink, VerdictSink
 from authz.detect.worker import GROUP, AnalysisWorker
 from authz.errors import ConfigError
+from authz.events import options as event_options
+from authz.events.rules import EventRules
+from authz.events.webhook import WebhookSettings
 from authz.metering.connect import rate_client
 from authz.settings import ENV_PREFIX
 
@@ -52,6 +57,16 @@ def settings_from(ns: argparse.Namespace) -> AnalysisSettings:
     return settings
 
 
+def events_rules_from(ns: argparse.Namespace) -> tuple[EventRules | None, str]:
+    """The rules file's `events` section (None without one) and its version; ConfigError if bad."""
+    if ns.rules is None:
+        return None, ""
+    from authz.rules import load_rules
+
+    rules = load_rules(ns.rules)
+    return rules.events, rules.version
+
+
 def _redis_url(value: str | None, flag: str) -> str:
     url = value or os.environ.get(ENV_PREFIX + "STORE", "")
     if url.partition("://")[0] not in REDIS_SCHEMES:
@@ -65,6 +80,12 @@ def _run(ns: argparse.Namespace) -> int:
     logs.configure(ns.log_level)
     try:
         settings = settings_from(ns)
+        events, version = events_rules_from(ns)
+        webhook = event_options.webhook_settings(ns)
+        if webhook is not None and events is None:
+            raise ConfigError(
+                "--events-webhook", "", "needs a rules file with an `events` section (--rules)"
+            )
     except ConfigError as exc:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
         return 2
@@ -74,21 +95,53 @@ def _run(ns: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
         return 2
+    from authz import telemetry
+
     try:
-        stats = asyncio.run(_work(ns, settings, stream_url, store_url))
+        installed = telemetry.setup(metrics_listen=ns.metrics_listen)
+    except ConfigError as exc:
+        print(f"distill-guard analyze: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stats = asyncio.run(
+            _work(ns, settings, stream_url, store_url, events=events, version=version, hook=webhook)
+        )
     except (redis.RedisError, OSError) as exc:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
         return 1
+    finally:
+        installed.shutdown()
     print(json.dumps(stats), file=sys.stderr)
     return 0
 
 
 async def _work(
-    ns: argparse.Namespace, settings: AnalysisSettings, stream_url: str, store_url: str
+    ns: argparse.Namespace,
+    settings: AnalysisSettings,
+    stream_url: str,
+    store_url: str,
+    *,
+    events: EventRules | None = None,
+    version: str = "",
+    hook: WebhookSettings | None = None,
 ) -> dict[str, Any]:
     # Blocking reads wait up to --block seconds: the socket timeout must be longer.
     client = rate_client(stream_url, timeout=ns.block + 30.0, max_connections=4)
     store = client if store_url == stream_url else rate_client(store_url, timeout=10.0)
+    reporting = None
+    if events is not None:
+        from authz.events.report import worker_events
+
+        reporting = worker_events(
+            events,
+            settings,
+            version=version,
+            stream_client=client,
+            stream=ns.audit_stream,
+            gate_client=store,
+            chain=ns.events_chain,
+            webhook=hook,
+        )
     try:
         worker = AnalysisWorker(
             client,
@@ -100,6 +153,7 @@ async def _work(
             batch=ns.batch,
             claim_idle=ns.claim_idle,
             claim_every=max(1.0, ns.claim_idle / 2),
+            events=reporting,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -108,6 +162,8 @@ async def _work(
         stats = await worker.run(stop=stop, drain=ns.once, block=ns.block)
         return stats.as_dict()
     finally:
+        if reporting is not None:
+            await reporting.aclose()
         await client.aclose()
         if store is not client:
             await store.aclose()
@@ -260,5 +316,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="time the stages on N synthetic records (with --stream/--store: also one worker "
         "on that Redis, in scratch keys) and exit",
     )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics here (event and webhook counters) "
+        "[env DISTILL_GUARD_METRICS_LISTEN]",
+    )
+    event_options.add_arguments(p)
     p.add_argument("--log-level", default="info", help="debug, info, warning, error")
     p.set_defaults(func=_main)

@@ -50,13 +50,12 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 from redis.typing import EncodableT, FieldT
 
-from authz.audit.record import parse_fields
+from authz.audit.record import is_event, parse_fields
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect.analyzer import Analyzer, Observation, RecordError, parse_record
 from authz.detect.settings import AnalysisSettings
 from authz.detect.verdicts import Verdict, VerdictSink
 from authz.events.detector import Sighting, sighting_of
-from authz.events.event import is_event
 from authz.events.report import Events
 from authz.redistext import text
 

@@ -92,12 +92,5 @@ class Event:
         record = AuditRecord(schema=SCHEMA)
         record.time.FromMicroseconds(round(now * 1_000_000))
         record.event.CopyFrom(self.message())
-        fields: dict[str, Any] = json_format.MessageToDict(
-            record, preserving_proto_field_name=True
-        )
+        fields: dict[str, Any] = json_format.MessageToDict(record, preserving_proto_field_name=True)
         return fields
-
-
-def is_event(record: dict[str, Any] | None) -> bool:
-    """Whether an audit record's JSON mapping carries an event (not a decision)."""
-    return record is not None and "event" in record

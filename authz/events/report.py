@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Protocol
 
 import redis
@@ -22,9 +23,13 @@ from redis.asyncio import Redis, RedisCluster
 from authz.audit.chain import ChainHead, seal
 from authz.audit.sinks import RedisStreamSink
 from authz.detect.analyzer import ClusterReport
+from authz.detect.settings import AnalysisSettings
 from authz.detect.verdicts import Verdict
 from authz.events.detector import EventDetector
 from authz.events.event import Event
+from authz.events.rules import EventRules
+from authz.events.webhook import WebhookSettings, WebhookSink
+from authz.settings import Settings
 
 log = logging.getLogger("authz.events")
 
@@ -119,6 +124,11 @@ class RedisGate:
         return [e for e, won in zip(events, replies, strict=False) if won]
 
 
+def _serve_maxlen() -> int:
+    """The stream length `serve` trims the audit stream to by default: trim alike."""
+    return next(int(f.default) for f in fields(Settings) if f.name == "audit_stream_maxlen")  # type: ignore[arg-type]  # a dataclass field's default is typed object
+
+
 def _ms(seconds: float) -> int:
     return max(1000, int(seconds * 1000))
 
@@ -175,3 +185,42 @@ class Events:
                 log.warning("event gate unavailable; reporting without it (%s)", exc)
         await self.reporter.report(events, now)
         return events
+
+    async def aclose(self) -> None:
+        """Let the sinks finish what they hold (the webhook's queue)."""
+        for sink in self.reporter.sinks:
+            if isinstance(sink, WebhookSink):
+                await sink.aclose()
+
+
+def worker_events(
+    rules: EventRules,
+    analysis: AnalysisSettings,
+    *,
+    version: str,
+    stream_client: Redis | RedisCluster,
+    stream: str,
+    gate_client: Redis | RedisCluster,
+    chain: str | None = None,
+    webhook: WebhookSettings | None = None,
+    maxlen: int | None = None,
+) -> Events:
+    """Event reporting as `distill-guard analyze` runs it: log, audit stream, webhook, gate.
+
+    Call from a running loop (the webhook's task starts here).
+    """
+    sinks: list[EventSink] = [
+        LogSink(),
+        StreamSink(
+            RedisStreamSink(
+                stream_client, name="events", stream=stream, maxlen=maxlen or _serve_maxlen()
+            ),
+            chain or events_chain(),
+        ),
+    ]
+    if webhook is not None:
+        hook = WebhookSink(webhook)
+        hook.start()
+        sinks.append(hook)
+    detector = EventDetector(rules, analysis, rules_version=version)
+    return Events(detector, Reporter(sinks), RedisGate(gate_client))

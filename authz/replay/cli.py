@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from authz.errors import ConfigError
-from authz.replay.run import AuditFile, Summary, replay
+from authz.replay.run import AuditFile, EventsFile, Summary, replay
 from authz.settings import Settings
 
 
@@ -87,6 +87,11 @@ def render_summary(summary: Summary, seconds: float) -> str:
             lines.append(f"  ... and {summary.bad_lines - len(summary.bad_examples):,} more")
     if summary.verdicts:
         lines.append(f"off-path analysis: {summary.verdicts:,} verdicts written")
+    if summary.events:
+        lines.append(
+            "reportable events: "
+            + ", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.events.items()))
+        )
     if summary.time_went_back:
         lines.append(
             f"warning: time went back on {summary.time_went_back:,} lines "
@@ -173,6 +178,16 @@ def _audit_file(ns: argparse.Namespace) -> Iterator[AuditFile | None]:
         yield AuditFile(out, chain=ns.audit_chain, content_bytes=content)
 
 
+@contextlib.contextmanager
+def _events_file(ns: argparse.Namespace) -> Iterator[EventsFile | None]:
+    """The `--events-out` file, or None."""
+    if not ns.events_out:
+        yield None
+        return
+    with open(ns.events_out, "w", encoding="utf-8", newline="\n") as out:
+        yield EventsFile(out)
+
+
 def _run(ns: argparse.Namespace) -> int:
     if ns.bench:
         try:
@@ -193,7 +208,12 @@ def _run(ns: argparse.Namespace) -> int:
         bar = _Bar(os.fstat(traffic.fileno()).st_size, sys.stderr)
     started = time.monotonic()
     try:
-        with traffic, _open_out(ns.out) as out, _audit_file(ns) as audit:
+        with (
+            traffic,
+            _open_out(ns.out) as out,
+            _audit_file(ns) as audit,
+            _events_file(ns) as events_out,
+        ):
             summary = asyncio.run(
                 replay(
                     settings,
@@ -205,6 +225,7 @@ def _run(ns: argparse.Namespace) -> int:
                     analysis_lag=None if ns.no_analysis else ns.analysis_lag,
                     analysis_interval=ns.analysis_interval,
                     audit=audit,
+                    events_out=events_out,
                 )
             )
     except (ConfigError, OSError) as exc:
@@ -311,6 +332,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=65_536,
         metavar="N",
         help="body bytes a record keeps at most [default: 65536]",
+    )
+    p.add_argument(
+        "--events-out",
+        metavar="FILE",
+        help="write the reportable events (the rules' `events` section; they need the "
+        "off-path analysis) here, one JSON object per line; with --audit-out they are "
+        "also records of the chain events-<--audit-chain> there",
     )
     p.add_argument("--summary", metavar="FILE", help="write the summary as JSON here too")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +27,9 @@ from authz.decision import Decision
 from authz.detect.keys import verdict_key
 from authz.detect.rules import Risk
 from authz.errors import ConfigError
+from authz.events.detector import EventDetector, sighting_of
+from authz.events.event import Event
+from authz.events.report import Events, EventSink, Reporter
 from authz.facts import RequestFacts
 from authz.metering import MemoryRateStore
 from authz.metering.result import VerdictView
@@ -52,6 +55,7 @@ class Summary:
     bad_examples: list[BadLine] = field(default_factory=list)
     time_went_back: int = 0
     verdicts: int = 0  # written by the off-path analysis (when it ran)
+    events: Counter[str] = field(default_factory=Counter)  # reportable events, by kind
     first_ts: float | None = None
     last_ts: float | None = None
     compared: bool = False
@@ -81,6 +85,7 @@ class Summary:
             "skipped_examples": [{"line": b.line, "problem": b.problem} for b in self.bad_examples],
             "time_went_back": self.time_went_back,
             "verdicts": self.verdicts,
+            "events": dict(sorted(self.events.items())),
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
         }
@@ -110,20 +115,37 @@ class OffPath:
     verdicts come back a little later. Here each decision's record is handed to
     the same Analyzer `lag` seconds (of traffic time) after the decision, the
     analysis runs every `interval` seconds of traffic time, and its verdicts are
-    written to the replay's store, where the next checks read them.
+    written to the replay's store, where the next checks read them. With the
+    rules' `events` section, reportable events are detected beside it and go to
+    `event_sinks` (the audit file's events chain, --events-out).
     """
 
-    def __init__(self, app: App, *, lag: float, interval: float) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        lag: float,
+        interval: float,
+        event_sinks: Sequence[EventSink] = (),
+    ) -> None:
         from authz.detect.analyzer import Analyzer
 
         self.app = app
-        self.analyzer = Analyzer(app.rules.current().detection.analysis)
+        rules = app.rules.current()
+        self.analyzer = Analyzer(rules.detection.analysis)
         self.lag = lag
         self.interval = interval
         self._due: deque[tuple[float, dict[str, Any]]] = deque()
         self._next_run: float | None = None
         self.verdicts_written = 0
         self.records_skipped = 0
+        self.events: Events | None = None
+        self.events_by_kind: Counter[str] = Counter()
+        if rules.events is not None:
+            detector = EventDetector(
+                rules.events, rules.detection.analysis, rules_version=rules.version
+            )
+            self.events = Events(detector, Reporter(event_sinks))
 
     def record(self, decision: Decision, record: dict[str, Any]) -> None:
         """Queue the decision's audit record (only decisions made for a known caller)."""
@@ -132,7 +154,7 @@ class OffPath:
 
     async def advance(self, now: float) -> None:
         """Deliver the records due by `now` and run every analysis due by then."""
-        from authz.detect.analyzer import RecordError
+        from authz.detect.analyzer import RecordError, parse_record
 
         if self._next_run is None:
             self._next_run = now + self.interval
@@ -141,15 +163,22 @@ class OffPath:
             while self._next_run <= due:  # an analysis that ran before this record arrived
                 await self._run(self._next_run)
             try:
-                self.analyzer.observe(record)
+                obs = parse_record(record)
             except RecordError:
                 self.records_skipped += 1
+                continue
+            self.analyzer.add(obs)
+            if self.events is not None:
+                self.events.detector.note(obs, sighting_of(record))
         while self._next_run <= now:
             await self._run(self._next_run)
 
     async def _run(self, at: float) -> None:
         verdicts = self.analyzer.analyze(at)
         self._next_run = at + self.interval
+        if self.events is not None:
+            reported = await self.events.after_analysis(at, self.analyzer.clusters, verdicts)
+            self.events_by_kind.update(e.kind for e in reported)
         if not verdicts:
             return
         rates = self.app.rates
@@ -173,21 +202,45 @@ class AuditFile:
     analysis read them as they read a server's.
     """
 
+    name = "audit-out"
+
     def __init__(
         self, out: IO[str], *, chain: str = "replay", content_bytes: int | None = None
     ) -> None:
         self._out = out
         self._chain = chain
-        self._head: ChainHead | None = None
+        self.events_chain = f"events-{chain}"  # reportable events run on a chain of their own
+        self._heads: dict[str, ChainHead] = {}
         self.content_bytes = content_bytes  # keep request content, this much body at most
         self.written = 0
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Chain one record after the last and write it."""
-        line, self._head = seal(record, self._head, self._chain)
+    def write(self, record: dict[str, Any], *, chain: str | None = None) -> None:
+        """Chain one record after the last of its chain (the decisions' by default); write it."""
+        name = chain or self._chain
+        line, self._heads[name] = seal(record, self._heads.get(name), name)
         self._out.write(line)
         self._out.write("\n")
         self.written += 1
+
+    async def emit(self, events: Sequence[Event], now: float) -> None:
+        """Write reportable events as records of the events chain (an EventSink)."""
+        for event in events:
+            self.write(event.record(now), chain=self.events_chain)
+
+
+class EventsFile:
+    """`--events-out`: each reportable event's JSON on a line of its own (an EventSink)."""
+
+    name = "events-out"
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    async def emit(self, events: Sequence[Event], now: float) -> None:
+        """Write the events."""
+        for event in events:
+            self._out.write(json.dumps(event.to_json(), sort_keys=True, separators=(",", ":")))
+            self._out.write("\n")
 
 
 class _Recorded:
@@ -220,6 +273,7 @@ class Replayer:
         analysis_lag: float | None = None,
         analysis_interval: float = 60.0,
         audit: AuditFile | None = None,
+        events_out: EventsFile | None = None,
     ) -> None:
         self.clock = ManualClock()
         self._line = 0
@@ -241,8 +295,9 @@ class Replayer:
         detection = self.app.rules.current().detection
         self.offpath: OffPath | None = None
         if analysis_lag is not None and detection.enabled:
+            event_sinks = [s for s in (audit, events_out) if s is not None]
             self.offpath = sink.offpath = OffPath(
-                self.app, lag=analysis_lag, interval=analysis_interval
+                self.app, lag=analysis_lag, interval=analysis_interval, event_sinks=event_sinks
             )
 
     def _decision_id(self) -> str:
@@ -363,15 +418,21 @@ async def replay(
     analysis_lag: float | None = None,
     analysis_interval: float = 60.0,
     audit: AuditFile | None = None,
+    events_out: EventsFile | None = None,
 ) -> Summary:
     """Replay a traffic stream into `out`, one JSON line per request; the summary.
 
     With `analysis_lag` (seconds) the off-path analysis runs in traffic time (OffPath);
-    with `audit`, the new rules' decisions are also written as a chained audit trail.
+    with `audit`, the new rules' decisions are also written as a chained audit trail,
+    and reportable events (rules `events`) on their own chain there and to `events_out`.
     """
     summary = Summary(compared=compare_rules is not None)
     new = Replayer(
-        settings, analysis_lag=analysis_lag, analysis_interval=analysis_interval, audit=audit
+        settings,
+        analysis_lag=analysis_lag,
+        analysis_interval=analysis_interval,
+        audit=audit,
+        events_out=events_out,
     )
     # The old rules decide on a private memory store, so the two never share counters.
     old = None
@@ -407,6 +468,7 @@ async def replay(
             await old.close()
     if new.offpath is not None:
         summary.verdicts = new.offpath.verdicts_written
+        summary.events = new.offpath.events_by_kind
     return summary
 
 
