@@ -64,10 +64,12 @@ def _case(ns: argparse.Namespace, now: float) -> dict[str, Any]:
 def _write(ns: argparse.Namespace, case: dict[str, Any]) -> list[str]:
     """Write what was asked; the paths written (stdout is not one)."""
     title, sections = build(case)
-    drawn = volume_png(case["volume"])
-    png = drawn if isinstance(drawn, bytes) else None
-    if isinstance(drawn, str):
-        print(f"{PROG}: no chart: {drawn}", file=sys.stderr)
+    png = None
+    if ns.out is not None or ns.format == "html":  # matplotlib takes seconds to import
+        drawn = volume_png(case["volume"])
+        png = drawn if isinstance(drawn, bytes) else None
+        if isinstance(drawn, str):
+            print(f"{PROG}: no chart: {drawn}", file=sys.stderr)
     written = []
     indicators = ns.indicators
     if ns.out is not None:
