@@ -9,6 +9,7 @@ from authz.assess.deployment import Deployment
 from authz.assess.findings import REGISTRY, Finding
 
 CHECK_MODULES = (checks_rules, checks_accounts, checks_envoy, checks_serve)
+__all__ = ["CHECK_MODULES", "REGISTRY", "present", "review"]
 
 
 def present(d: Deployment) -> set[str]:

@@ -97,9 +97,15 @@ def load_serve_config(path: Path) -> ServeConfig:
     if path.suffix in {".yaml", ".yml"}:
         return _from_manifest(path, text)
     words = _command_words(text)
-    if words and (Path(words[0]).name == "distill-guard" or words[:3][-2:] == ["-m", "authz"]):
+    command = [w for w in words if not _is_assignment(w)][:3]
+    if command and (Path(command[0]).name == "distill-guard" or command[1:3] == ["-m", "authz"]):
         return _from_command(path, words)
     return _from_env_file(path, text)
+
+
+def _is_assignment(word: str) -> bool:
+    name, eq, _ = word.partition("=")
+    return bool(eq) and name.isidentifier()
 
 
 def _command_words(text: str) -> list[str]:
@@ -117,9 +123,9 @@ def _from_command(path: Path, words: list[str]) -> ServeConfig:
     conf = ServeConfig(source=path.name)
     # Leading NAME=value words are the command's environment.
     for word in words:
-        name, eq, value = word.partition("=")
-        if not eq or not name.isidentifier():
+        if not _is_assignment(word):
             break
+        name, _, value = word.partition("=")
         conf._set_env(name, value, path.name)
     conf._set_args(words[words.index("serve") + 1 :], path.name)
     return conf

@@ -1,0 +1,188 @@
+"""`distill-guard assess`: the configuration review, the report forms and the exit status.
+
+The weak deployment in tests/fixtures/assess/weak/ plants one weakness per
+check; the project's recommended deployment (the demo rules and accounts, the
+shipped Envoy bootstrap and Kubernetes manifest) must come out without a high
+or critical finding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from authz.assess.findings import Severity
+from authz.assess.review import REGISTRY  # importing review registers every check
+from authz.assess.serveconf import load_serve_config
+from authz.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+WEAK = ROOT / "tests" / "fixtures" / "assess" / "weak"
+NOW = "2026-11-27T00:00:00Z"
+RECOMMENDED = [
+    "--rules", str(ROOT / "authz" / "demo" / "rules.yaml"),
+    "--accounts", str(ROOT / "authz" / "demo" / "accounts.jsonl"),
+    "--envoy", str(ROOT / "envoy" / "sidecar.yaml"),
+    "--serve-config", str(ROOT / "envoy" / "k8s" / "base" / "deployment.yaml"),
+]  # fmt: skip
+WEAK_ARGS = [
+    "--rules", str(WEAK / "rules.yaml"),
+    "--accounts", str(WEAK / "accounts.jsonl"),
+    "--envoy", str(WEAK / "envoy.yaml"),
+    "--serve-config", str(WEAK / "serve.env"),
+]  # fmt: skip
+# Every id a PLANTED comment in the weak fixtures names, with the status it must get.
+PLANTED = {c.info.id: "fail" for c in REGISTRY.checks} | {"DG-DT-002": "warn"}
+
+
+def _assess_json(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> tuple[int, dict[str, object]]:
+    status = main(["assess", *args, "--now", NOW, "--json"])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def _by_id(report: dict[str, object]) -> dict[str, dict[str, object]]:
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    return {f["id"]: f for f in findings}
+
+
+def test_weak_fixtures_mark_every_planted_check() -> None:
+    """Each check id appears in a PLANTED comment of the weak fixtures, so none goes untested."""
+    text = "".join(p.read_text() for p in WEAK.iterdir())
+    planted = set(re.findall(r"DG-[A-Z]{2}-\d{3}", text))
+    assert planted == set(PLANTED)
+
+
+def test_weak_deployment_gets_each_planted_finding(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every planted weakness is found with its id and status, and the gate fails (exit 1)."""
+    status, report = _assess_json(capsys, WEAK_ARGS)
+    found = _by_id(report)
+    assert {i: found[i]["status"] for i in PLANTED} == PLANTED
+    assert status == 1
+    assert report["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(
+    ("check_id", "evidence"),
+    [
+        ("DG-ID-004", "envoy.yaml:43 "),
+        ("DG-ID-005", "disabled for {'prefix': '/v1/batch'}"),
+        ("DG-JU-003", "rules.yaml:8 client_ip.trusted_proxies: 0.0.0.0/0"),
+        ("DG-JU-001", "denied by IP but not by KYC country: CU, IR, KP, SY"),
+        ("DG-ID-012", "tier 'platinum'"),
+        ("DG-ID-009", "serve.env:8 DISTILL_GUARD_REGISTRY_CACHE_TTL: 300 s"),
+    ],
+)
+def test_weak_findings_point_at_the_planted_line(
+    capsys: pytest.CaptureFixture[str], check_id: str, evidence: str
+) -> None:
+    """Evidence names the file and line (or the value) that causes the finding."""
+    _, report = _assess_json(capsys, WEAK_ARGS)
+    assert any(evidence in e for e in _by_id(report)[check_id]["evidence"])  # type: ignore[attr-defined]
+
+
+def test_recommended_deployment_has_no_high_finding(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped configuration passes every check of high or critical severity."""
+    status, report = _assess_json(capsys, RECOMMENDED)
+    high = [
+        (f["id"], f["evidence"])
+        for f in _by_id(report).values()
+        if f["status"] != "pass" and Severity.parse(str(f["severity"])) >= Severity.HIGH
+    ]
+    assert high == []
+    assert status == 0
+    assert len(_by_id(report)) == len(REGISTRY.checks)
+
+
+def test_fail_on_lowers_the_gate(capsys: pytest.CaptureFixture[str]) -> None:
+    """--fail-on medium fails the recommended deployment on its medium findings (exit 1)."""
+    status, report = _assess_json(capsys, [*RECOMMENDED, "--fail-on", "medium"])
+    assert status == 1
+    assert report["fail_on"] == "medium"
+
+
+def test_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON form has the verdict, counts, six controls, parts and complete findings."""
+    _, report = _assess_json(capsys, WEAK_ARGS)
+    assert report["generated"] == NOW
+    assert set(report["failed_by_severity"]) == {"critical", "high", "medium", "low", "info"}  # type: ignore[arg-type]
+    controls = report["controls"]
+    assert [c["control"] for c in controls] == [1, 2, 3, 4, 5, 6]  # type: ignore[union-attr,index]
+    assert report["parts"]["live probes"] == "skipped: no --target"  # type: ignore[index]
+    first = report["findings"][0]  # type: ignore[index]
+    assert set(first) == {
+        "id", "title", "severity", "control", "control_name", "status", "evidence", "fix",
+    }  # fmt: skip
+    assert first["severity"] == "critical"
+
+
+def test_report_files_are_deterministic_and_self_contained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out writes Markdown, JSON and one HTML file fetching nothing; same input, same bytes."""
+    for name in ("a", "b"):
+        main(["assess", *WEAK_ARGS, "--now", NOW, "--out", str(tmp_path / name)])
+    capsys.readouterr()
+    for name in ("assessment.md", "assessment.html", "assessment.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    page = (tmp_path / "a" / "assessment.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "data:image/png;base64," in page
+    assert "DG-ID-004" in (tmp_path / "a" / "assessment.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rules", "/nonexistent.yaml"], "/nonexistent.yaml: cannot read"),
+        (["--envoy", str(WEAK / "rules.yaml")], "not an Envoy bootstrap"),
+        (["--serve-config", str(WEAK / "accounts.jsonl")], "expected NAME=value"),
+        (["--rules", str(WEAK / "rules.yaml"), "--fail-on", "severe"], "unknown severity"),
+        (["--rules", str(WEAK / "rules.yaml"), "--now", "yesterday"], "--now:"),
+        (["--target", "http://127.0.0.1:9"], "--target needs --key"),
+        ([], "nothing to assess"),
+        (["--campaign"], "--campaign needs --rules"),
+    ],
+)
+def test_bad_inputs_exit_2_with_a_message(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """A bad file or flag is one clear line on stderr and exit status 2, never a traceback."""
+    assert main(["assess", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unreachable_target_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A target nobody listens on is a clear error, not a report full of failures."""
+    assert main(["assess", "--target", "http://127.0.0.1:9", "--key", "dg_x_000000000000000"]) == 2
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_serve_config_from_a_command_line(tmp_path: Path) -> None:
+    """A serve command line is read: env words before it, flags over the environment."""
+    path = tmp_path / "serve.sh"
+    path.write_text(
+        "DISTILL_GUARD_AUDIT=stdout distill-guard serve --rules r.yaml \\\n"
+        "  --audit=stdout,redis --store redis://redis:6379/0 --audit-request-content\n"
+    )
+    conf = load_serve_config(path)
+    assert conf.get("audit") == "stdout,redis"
+    assert conf.get("store") == "redis://redis:6379/0"
+    assert conf.get("audit_request_content") == "true"
+    assert conf.effective("check_budget") == "0.2"
+
+
+def test_serve_config_from_a_manifest_with_secrets(tmp_path: Path) -> None:
+    """The shipped manifest's distill-guard sidecar is found; Secret values stay unresolved."""
+    conf = load_serve_config(ROOT / "envoy" / "k8s" / "base" / "deployment.yaml")
+    assert conf.get("store") == "<from secretKeyRef>"
+    assert conf.get("audit") == "stdout"
+    assert conf.otel["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
+    assert conf.replicas == 2
