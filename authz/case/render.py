@@ -55,8 +55,11 @@ def volume_png(volume: Mapping[str, Any]) -> bytes | str:
         ax.tick_params(axis="x", labelrotation=30, labelsize="small")
         ax.set_ylabel(f"requests per {volume['bucket']}")
         ax.grid(True, axis="y", alpha=0.3)
-        if buckets:
-            ax.legend(loc="best", fontsize="small")
+        if buckets:  # above the bars, which fill the plot whatever the hour
+            ax.legend(
+                loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False,
+                fontsize="small",
+            )  # fmt: skip
         fig.tight_layout()
         out = io.BytesIO()
         fig.savefig(out, format="png", metadata={"Software": None})
