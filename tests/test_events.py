@@ -273,6 +273,21 @@ def test_a_renamed_cluster_of_the_same_accounts_is_the_same_incident() -> None:
     )
 
 
+def test_a_cluster_that_scores_lower_for_a_while_stays_one_incident() -> None:
+    """Still found (below the threshold) for longer than the cooldown: no second event; once
+    gone for longer than the cooldown, crossing again is a new incident."""
+    members = [f"m{i}" for i in range(6)]
+    d = detector(campaign_cluster={"cooldown": "6h"})
+    assert len(d.after_analysis(START, *_one(cluster("c1", 0.8, members)))) == 1
+    for hour in range(1, 13):  # twelve hours below the threshold, still a cluster
+        now = START + hour * HOUR
+        assert d.after_analysis(now, *_one(cluster("c1", 0.3, members))) == []
+    assert d.after_analysis(START + 13 * HOUR, *_one(cluster("c1", 0.8, members))) == []
+    assert d.after_analysis(START + 20 * HOUR, [], []) == []  # gone for seven hours
+    [again] = d.after_analysis(START + 20 * HOUR + 60, *_one(cluster("c1", 0.8, members)))
+    assert again.first_seen == START + 20 * HOUR + 60
+
+
 def _one(pair: tuple[ClusterReport, list[Verdict]]) -> tuple[list[ClusterReport], list[Verdict]]:
     return [pair[0]], pair[1]
 

@@ -215,23 +215,32 @@ class EventDetector:
     def _campaigns(
         self, now: float, clusters: Sequence[ClusterReport], verdicts: Sequence[Verdict]
     ) -> None:
+        """Open an incident for each cluster that qualifies; extend the open ones that go on.
+
+        A cluster goes on while the analysis still finds it (by id, or by most of its
+        accounts), whatever its score now: a campaign that slows down overnight and
+        scores lower for a while is still the one incident.
+        """
         rules = self.rules.campaign_cluster
         members: dict[str, list[str]] = {}
         for v in verdicts:
             members.setdefault(v.cluster, []).append(v.account)
         for c in clusters:
-            if c.score < self.min_score or c.accounts < rules.min_accounts:
-                continue
             accounts = sorted(members.get(c.cluster, ()))
-            inc = self._sight("campaign_cluster", self._campaign_key(c.cluster, accounts, now), now)
-            inc.cluster, inc.score, inc.reasons = c.cluster, c.score, c.reasons
+            qualifies = c.score >= self.min_score and c.accounts >= rules.min_accounts
+            key = self._open_campaign(c.cluster, accounts, now)
+            if key is None and not qualifies:
+                continue
+            inc = self._sight("campaign_cluster", key or c.cluster, now)
+            if not inc.reported:
+                inc.cluster, inc.score, inc.reasons = c.cluster, c.score, c.reasons
             inc.accounts.update(accounts)
             for account in accounts:
                 self._campaign_of[account] = inc.key
             self._gather(inc, inc.accounts)
 
-    def _campaign_key(self, cluster: str, accounts: Sequence[str], now: float) -> str:
-        """The key of the incident a cluster belongs to (see the module docstring)."""
+    def _open_campaign(self, cluster: str, accounts: Sequence[str], now: float) -> str | None:
+        """The key (without its kind) of the open incident a cluster continues, if any."""
         own = self._incidents.get(f"campaign_cluster:{cluster}")
         if own is not None and own.open_at(now):
             return cluster
@@ -241,7 +250,7 @@ class EventDetector:
             inc = self._incidents.get(key)
             if 2 * n > len(accounts) and inc is not None and inc.open_at(now):
                 return key.removeprefix("campaign_cluster:")
-        return cluster
+        return None
 
     def _burst(self, place: str, joined: set[str]) -> None:
         """Sight the place's burst when enough accounts, some of them `joined` lately, signed
