@@ -19,7 +19,11 @@ NOW = "2026-11-27T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def trail(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small simulated campaign replayed into a chained audit trail that keeps request content."""
+    """A small simulated campaign replayed into a chained audit trail that keeps request content.
+
+    The rules report campaign clusters (and, by default, restricted-jurisdiction
+    attempts), so the trail holds reportable events on a chain of their own.
+    """
     sim = tmp_path_factory.mktemp("case") / "sim"
     assert (
         main(
@@ -30,6 +34,8 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         == 0
     )
+    with open(sim / "rules.yaml", "a") as rules:
+        rules.write("events:\n  campaign_cluster: {}\n")
     assert (
         main(
             [
@@ -37,6 +43,7 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 *("--rules", str(sim / "rules.yaml"), "--accounts", str(sim / "accounts.jsonl")),
                 *("--geoip", "demo", "--out", str(sim / "decisions.jsonl")),
                 *("--audit-out", str(sim / "audit.jsonl"), "--audit-request-content"),
+                *("--events-out", str(sim / "events.jsonl")),
             ]
         )
         == 0
@@ -157,7 +164,8 @@ def test_cluster_case_numbers_match_the_audit_trail(
             "last_hash": mine[-1]["hash"],
         }
     ]
-    assert chain["chains"][0]["last_hash"] == rows[-1]["hash"]
+    heads = {c["name"]: c["last_hash"] for c in chain["chains"]}
+    assert heads["replay"] == [r for r in rows if r.get("chain") == "replay"][-1]["hash"]
 
 
 def raw_prompt_lines(audit: Path, accounts: set[str]) -> set[str]:
@@ -353,26 +361,29 @@ def test_same_input_same_bytes(
     assert "<link" not in html and 'src="http' not in html and "<script" not in html
 
 
-def test_reportable_events_of_the_cluster_are_listed(
-    trail: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_reportable_events_of_the_case_are_listed(
+    trail: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An event record (its own chain) naming the cluster appears in the case, counted apart."""
-    from authz.audit.chain import seal
-
+    """The replay's events that name the cluster or its accounts are in the case, not counted."""
     audit = trail / "audit.jsonl"
     cluster = the_cluster(audit)
-    event = {
-        "schema": 1,
-        "time": "2026-04-22T12:00:00Z",
-        "event": {"id": "ev-1", "kind": "campaign_cluster", "cluster": cluster, "requests": 5},
-    }
-    line, _ = seal(event, None, "events-replay")
-    with_event = tmp_path / "audit.jsonl"
-    with_event.write_text(audit.read_text() + line + "\n")
-    plain = case_json(capsys, cluster, "--file", str(audit))
-    case = case_json(capsys, cluster, "--file", str(with_event))
-    assert [e["id"] for e in case["events"]] == ["ev-1"] and plain["events"] == []
-    assert case["totals"] == plain["totals"] and case["chain"]["intact"]
+    case = case_json(capsys, cluster, "--file", str(audit))
+    accounts = {a["account"] for a in case["accounts"]}
+    emitted = [json.loads(line) for line in (trail / "events.jsonl").read_text().splitlines()]
+    mine = [
+        e["id"]
+        for e in emitted
+        if e.get("cluster") == cluster or accounts.intersection(e.get("accounts", ()))
+    ]
+    assert [e["id"] for e in case["events"]] == mine
+    assert [e["incident"] for e in case["events"] if e["kind"] == "campaign_cluster"] == [
+        f"campaign_cluster:{cluster}"
+    ]
+    in_trail = [r for r in records(audit) if "event" in r]
+    assert len(in_trail) == len(emitted)
+    assert case["totals"]["records"] + len(in_trail) <= case["chain"]["records_read"]
+    events_chain = next(c for c in case["chain"]["chains"] if c["name"].startswith("events-"))
+    assert events_chain["last_sequence"] == len(in_trail)
 
 
 @pytest.fixture
@@ -421,6 +432,12 @@ def test_a_redis_stream_gives_the_same_case(
     assert from_file["verdicts"] is None
     for key in ("totals", "accounts", "networks", "volume", "decisions", "templates", "clients"):
         assert from_stream[key] == from_file[key], key
+    assert from_file["events"]
+    places = [e.pop("where") for e in from_file["events"]]
+    entries = [e.pop("where") for e in from_stream["events"]]
+    assert all(p.startswith("line ") for p in places)
+    assert all(p.startswith("entry ") for p in entries)
+    assert from_stream["events"] == from_file["events"]
     assert from_stream["chain"]["intact"]
     assert from_stream["chain"]["case"] == from_file["chain"]["case"]
     assert from_stream["source"]["verify"].startswith("distill-guard audit verify --redis ")
