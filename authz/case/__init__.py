@@ -10,7 +10,8 @@ indicator export for other providers. The modules, in the order data flows:
     collect     per-account and per-indicator tallies of the case's records, as the case JSON
     indicators  how much other accounts use each indicator, and the JSON lines export
     build       the passes over the source, and the case JSON
-    document    the case JSON as titled sections of notes and tables
+    document    the parts of a case document: sections of paragraphs, warnings and tables
+    sections    the case JSON as those sections, in reading order
     render      those sections as Markdown or HTML, and the volume chart
     cli         the command line
 

@@ -13,9 +13,9 @@ import redis
 from authz.audit.stream import STREAM
 from authz.audit.window import QueryError, parse_time, rfc3339
 from authz.case.build import build_case
-from authz.case.document import build
 from authz.case.indicators import export_lines
 from authz.case.render import markdown, to_html, volume_png
+from authz.case.sections import build
 from authz.case.source import (
     CaseError,
     Source,
