@@ -449,3 +449,28 @@ def test_missing_stream_is_a_clear_error(
     """A Redis without the stream: exit 2 and the stream's name."""
     status, _, err = run_case(capsys, "a1", "--redis", redis_url, "--stream", "dg:none")
     assert status == 2 and "no stream 'dg:none' in that Redis" in err
+
+
+def test_a_trail_of_garbage_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A file of lines that are not records: nothing found, and the chain check's finding."""
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("not json\n")
+    status, _, err = run_case(capsys, "a1", "--file", str(garbage))
+    assert status == 2
+    assert err == (
+        "distill-guard case: no records of account a1 in the source; and the chain check "
+        "found unreadable: line 1 is not an audit record (not a JSON object)\n"
+    )
+
+
+def test_a_bad_indicators_path_writes_nothing(
+    trail: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An indicators path that cannot be written: exit 2 before any case reaches stdout."""
+    audit = trail / "audit.jsonl"
+    missing = tmp_path / "no" / "such" / "indicators.jsonl"
+    status, out, err = run_case(
+        capsys, the_cluster(audit), "--file", str(audit), "--indicators", str(missing)
+    )
+    assert status == 2 and out == ""
+    assert err == f"distill-guard case: {missing}: No such file or directory\n"

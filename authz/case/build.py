@@ -104,7 +104,10 @@ def build_case(
         evidence.note(fields)
         collector.add(fields, when)
     if not collector.accounts:
-        raise CaseError(_nothing_found(subject, period, outside))
+        message = _nothing_found(subject, period, outside)
+        if (problem := evidence.summary()["problem"]) is not None:
+            message += f"; and the chain check found {problem['kind']}: {problem['message']}"
+        raise CaseError(message)
     sections = collector.sections()
     context = Context(sections)
     for _, raw in source.records():

@@ -72,6 +72,9 @@ def _write(ns: argparse.Namespace, case: dict[str, Any]) -> list[str]:
             print(f"{PROG}: no chart: {drawn}", file=sys.stderr)
     written = []
     indicators = ns.indicators
+    if indicators and ns.out is None:  # before stdout: a bad path must not leave half an output
+        _indicators(case, indicators)
+        written.append(indicators)
     if ns.out is not None:
         out = Path(ns.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -87,17 +90,19 @@ def _write(ns: argparse.Namespace, case: dict[str, Any]) -> list[str]:
             (out / CHART).write_bytes(png)
             written.append(str(out / CHART))
         indicators = indicators or str(out / "indicators.jsonl")
+        _indicators(case, indicators)
+        written.append(indicators)
     elif ns.format == "json":
         sys.stdout.write(json.dumps(case, indent=2, ensure_ascii=False) + "\n")
     elif ns.format == "html":
         sys.stdout.write(to_html(title, sections, png))
     else:
         sys.stdout.write(markdown(title, sections, None))
-    if indicators:
-        lines = export_lines(case)
-        Path(indicators).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        written.append(indicators)
     return written
+
+
+def _indicators(case: dict[str, Any], path: str) -> None:
+    Path(path).write_text("\n".join(export_lines(case)) + "\n", encoding="utf-8")
 
 
 def _run(ns: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ def _overview(case: Mapping[str, Any]) -> Section:
     from_verdicts = subject["from_verdicts"]
     s.blocks.append(
         table(
-            ("", ""),
+            ("item", "value"),
             [
                 ("subject", f"{subject['kind']} {subject['id']}"),
                 ("period", f"{since} .. {until}"),
