@@ -38,13 +38,22 @@ class BodySummary:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            # Two parsers may pick different copies: refuse the ambiguity.
-            raise BodyError(f"duplicate member {key!r}")
-        obj[key] = value
-    return obj
+    # dict() builds the object in C; only when it came out short is there a
+    # duplicate to name (this hook runs for every object of every body).
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            break
+        seen.add(key)
+    # Two parsers may pick different copies: refuse the ambiguity.
+    raise BodyError(f"duplicate member {key!r}")
+
+
+# One decoder for every body: json.loads with a hook builds a new one per call.
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
 def summarize(body: bytes, *, partial: bool, limit: int) -> BodySummary:
@@ -63,7 +72,7 @@ def summarize(body: bytes, *, partial: bool, limit: int) -> BodySummary:
         except UnicodeDecodeError as exc:
             raise BodyError(f"not UTF-8 (byte {exc.start})") from None
         try:
-            value = json.loads(text, object_pairs_hook=_no_duplicates)
+            value = _STRICT.decode(text)
         except json.JSONDecodeError as exc:
             raise BodyError(f"not JSON ({exc.msg} at char {exc.pos})") from None
         except RecursionError:

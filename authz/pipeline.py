@@ -383,10 +383,8 @@ class Pipeline:
             model=state.model,
             body_fields=state.body_fields,
             min_tokens=self._cut_body_tokens(state.facts),
+            sightings=self._sightings(state),
         )
-        sightings = self._sightings(state)
-        if sightings is not None:
-            plan = dataclasses.replace(plan, sightings=sightings)
         if plan.empty:
             return None
         try:

@@ -114,7 +114,7 @@ class MemoryRateStore:
             self._counters[c.key] = (v.bucket, v.cur + c.cost, v.prev, expires)
         for w, vol in zip(plan.volumes, volumes, strict=True):
             expires = now_ms + VOLUME_TTL_MS
-            self._volumes[w.key] = (vol.hour, vol.count + 1, vol.mean, vol.var, expires)
+            self._volumes[w.key] = (vol.hour, vol.requests + 1, vol.mean, vol.var, expires)
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
             self.sweep(now_ms)

@@ -217,6 +217,7 @@ def plan_request(
     model: str | None,
     body_fields: Mapping[str, Any],
     min_tokens: int = 0,
+    sightings: Sightings | None = None,
 ) -> Plan:
     """The plan of a request whose body has these top-level members (may be empty).
 
@@ -225,11 +226,19 @@ def plan_request(
     """
     estimate = estimate_tokens(body_fields, default_output=limits.default_output_tokens).total
     tokens = max(estimate, min_tokens)
-    return build_plan(limits, account=account, entity=entity, model=model, tokens=tokens)
+    return build_plan(
+        limits, account=account, entity=entity, model=model, tokens=tokens, sightings=sightings
+    )
 
 
 def build_plan(
-    limits: CompiledLimits, *, account: str, entity: str, model: str | None, tokens: int
+    limits: CompiledLimits,
+    *,
+    account: str,
+    entity: str,
+    model: str | None,
+    tokens: int,
+    sightings: Sightings | None = None,
 ) -> Plan:
     """The counters and watches of one request (pure; no clock: keys do not depend on time)."""
     key = (id(limits), account, entity, model)
@@ -255,6 +264,7 @@ def build_plan(
         on_store_failure=limits.on_store_failure,
         fail_open_fraction=limits.fail_open_fraction,
         tokens=tokens,
+        sightings=sightings,
     )
 
 

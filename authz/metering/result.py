@@ -117,9 +117,8 @@ class MeterResult:
 ALLOWED = MeterResult(allowed=True)
 
 
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    """The decision the views imply, before anything is written."""
+class Assessment(NamedTuple):
+    """The decision the views imply, before anything is written (made once per hit)."""
 
     allowed: bool
     spikes: tuple[Spike, ...]
@@ -188,7 +187,7 @@ def to_result(
                 Violation(watch.signal, watch.scope, "volume", 3600, 0, until_hour_end)
             )
     signals = tuple(
-        Signal(w.signal, s.multiple, s.z, s.count, s.baseline, w.settings.action)
+        Signal(w.signal, s.multiple, s.z, s.requests, s.baseline, w.settings.action)
         for s, w in zip(a.spikes, plan.volumes, strict=True)
         if s.fired
     )

@@ -11,14 +11,14 @@ hourly EWMA of request counts (see docs/limits.md for both).
 
 All arithmetic is on IEEE doubles in the same order as `authz/metering/lua.py`,
 with times in integer milliseconds, so the two implementations agree exactly.
-Counter views are NamedTuples: several are made per request, and tuples are the
-cheapest immutable values Python builds.
+Views and spikes are NamedTuples: several are made per request, and tuples are
+the cheapest immutable values Python builds (a frozen dataclass costs several
+times as much to construct, one guarded setattr per field).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from authz.metering.rules import AnomalySettings
@@ -50,12 +50,11 @@ class CounterView(NamedTuple):
     elapsed: int  # ms since `bucket` began (0 when a faster clock already moved it on)
 
 
-@dataclass(frozen=True, slots=True)
-class VolumeView:
+class VolumeView(NamedTuple):
     """A volume baseline as seen by one request, before it is counted."""
 
     hour: int
-    count: int
+    requests: int  # counted in `hour` so far (`count` would shadow tuple.count)
     mean: float | None
     var: float
 
@@ -137,11 +136,10 @@ def fold(
     return VolumeView(hour, 0, mean, var)
 
 
-@dataclass(frozen=True, slots=True)
-class Spike:
+class Spike(NamedTuple):
     """How this hour's count (this request included) compares with the baseline."""
 
-    count: int
+    requests: int
     baseline: float
     z: float
     multiple: float
@@ -150,12 +148,12 @@ class Spike:
 
 def spike(view: VolumeView, settings: AnomalySettings) -> Spike:
     """Score the hour's count plus this request against the floored baseline."""
-    x = float(view.count + 1)
+    x = float(view.requests + 1)
     base = max(view.mean if view.mean is not None else 0.0, settings.min_baseline)
     z = (x - base) / math.sqrt(max(view.var, base))
     multiple = x / base
     fired = z >= settings.z_score and multiple >= settings.multiple
-    return Spike(view.count + 1, base, z, multiple, fired)
+    return Spike(view.requests + 1, base, z, multiple, fired)
 
 
 # --- request timing (detection) ------------------------------------------------------------
