@@ -139,3 +139,20 @@ def test_a_deleted_record_is_found_and_located() -> None:
     assert summary["case"]["checked_before_problem"] < 3
     assert summary["case"]["chains"][0]["first_sequence"] == 1
     assert summary["case"]["chains"][0]["last_sequence"] == 4
+
+
+def test_a_record_of_the_wrong_shape_is_left_out_and_named(tmp_path: Path) -> None:
+    """A chained record whose fields have the wrong types is skipped, counted and located."""
+    from authz.case.build import build_case
+
+    good = {"schema": 1, "time": "2026-04-22T00:00:00Z", "account": "a1", "action": "allow"}
+    bad = {**good, "time": "2026-04-22T00:00:01Z", "detection": "oops"}
+    first, head = seal(good, None, "guard-0")
+    second, _ = seal(bad, head, "guard-0")
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(first + "\n" + second + "\n")
+    case = build_case(FileSource([audit]), make_subject("a1", None), Period(None, None))
+    assert case["totals"]["records"] == 1
+    assert case["source"]["unusable_records"] == 1
+    assert case["source"]["unusable_places"] == ["line 2"]
+    assert case["chain"]["intact"]

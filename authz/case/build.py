@@ -14,12 +14,13 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from authz import __version__
 from authz.audit.record import parse_fields
 from authz.audit.window import rfc3339
-from authz.case.collect import Collector
+from authz.case.collect import Collector, usable
 from authz.case.evidence import Evidence
 from authz.case.indicators import Context
 from authz.case.redact import masking_version
@@ -35,6 +36,7 @@ from authz.case.source import (
 
 FORMAT = "distill-guard-case/1"
 MAX_EVENTS = 10_000  # reportable events are once per incident: few, but bounded anyway
+MAX_PLACES = 20  # places of unusable records listed
 
 
 def _members(source: Source, cluster: str, period: Period) -> set[str]:
@@ -53,11 +55,62 @@ def _members(source: Source, cluster: str, period: Period) -> set[str]:
     return found
 
 
-def _matcher(subject: Subject, members: set[str]) -> Callable[[Mapping[str, Any]], bool]:
+Match = Callable[[Mapping[str, Any]], bool]
+
+
+def _matcher(subject: Subject, members: set[str]) -> Match:
     if subject.kind == "cluster":
         return lambda f: f.get("account") in members
-    field = "account" if subject.kind == "account" else "entity"
-    return lambda f: f.get(field) == subject.id
+    key = "account" if subject.kind == "account" else "entity"
+    return lambda f: f.get(key) == subject.id
+
+
+@dataclass(slots=True)
+class _Tallies:
+    """What pass 2 gathers besides the collector's tallies."""
+
+    evidence: Evidence = field(default_factory=Evidence)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    outside: int = 0  # the subject's records outside the period
+    unusable: int = 0  # the subject's records with fields of the wrong shape
+    places: list[str] = field(default_factory=list)  # where the first of those are
+
+
+def _tally(source: Source, belongs: Match, period: Period, collector: Collector) -> _Tallies:
+    """Pass 2: check every record's chain, tally the case's records, keep the events."""
+    t = _Tallies()
+    for where, raw in source.records():
+        t.evidence.feed(where, raw)
+        fields = parse_fields(raw)
+        when = record_time(fields) if fields is not None else None
+        if fields is None or when is None:
+            continue
+        if "event" in fields:
+            if period.holds(when) and len(t.events) < MAX_EVENTS:
+                t.events.append({**fields["event"], "record_time": fields["time"], "where": where})
+        elif belongs(fields) and not period.holds(when):
+            t.outside += 1
+        elif belongs(fields) and not usable(fields):
+            t.unusable += 1
+            if len(t.places) < MAX_PLACES:
+                t.places.append(where)
+        elif belongs(fields):
+            t.evidence.note(fields)
+            collector.add(fields, when)
+    return t
+
+
+def _context(source: Source, belongs: Match, period: Period, sections: dict[str, Any]) -> None:
+    """Pass 3: other accounts' traffic on the case's indicator values, into the sections."""
+    context = Context(sections)
+    for _, raw in source.records():
+        fields = parse_fields(raw)
+        when = record_time(fields) if fields is not None else None
+        if fields is None or when is None or "event" in fields or belongs(fields):
+            continue
+        if period.holds(when):
+            context.add(fields, when)
+    context.apply(sections)
 
 
 def build_case(
@@ -83,43 +136,17 @@ def build_case(
             from_verdicts = verdict_members(redis, subject.id)
             members.update(from_verdicts)
     belongs = _matcher(subject, members)
-    evidence, collector = Evidence(), Collector(unredacted=unredacted)
-    events: list[dict[str, Any]] = []
-    outside = 0
-    for where, raw in source.records():
-        evidence.feed(where, raw)
-        fields = parse_fields(raw)
-        when = record_time(fields) if fields is not None else None
-        if fields is None or when is None:
-            continue
-        if "event" in fields:
-            if period.holds(when) and len(events) < MAX_EVENTS:
-                events.append({**fields["event"], "record_time": fields["time"], "where": where})
-            continue
-        if not belongs(fields):
-            continue
-        if not period.holds(when):
-            outside += 1
-            continue
-        evidence.note(fields)
-        collector.add(fields, when)
+    collector = Collector(unredacted=unredacted)
+    t = _tally(source, belongs, period, collector)
     if not collector.accounts:
-        message = _nothing_found(subject, period, outside)
-        if (problem := evidence.summary()["problem"]) is not None:
+        message = _nothing_found(subject, period, t.outside)
+        if (problem := t.evidence.summary()["problem"]) is not None:
             message += f"; and the chain check found {problem['kind']}: {problem['message']}"
         raise CaseError(message)
     sections = collector.sections()
-    context = Context(sections)
-    for _, raw in source.records():
-        fields = parse_fields(raw)
-        when = record_time(fields) if fields is not None else None
-        if fields is None or when is None or "event" in fields or belongs(fields):
-            continue
-        if period.holds(when):
-            context.add(fields, when)
-    context.apply(sections)
+    _context(source, belongs, period, sections)
     accounts = [row["account"] for row in sections["accounts"]]
-    chain = evidence.summary()
+    chain = t.evidence.summary()
     case: dict[str, Any] = {
         "format": FORMAT,
         "producer": f"distill-guard {__version__}",
@@ -143,12 +170,14 @@ def build_case(
                 "kind": source.kind,
                 "names": source.names,
                 "verify": source.verify,
-                "records": evidence.read,
-                "subject_records_outside_period": outside,
+                "records": t.evidence.read,
+                "subject_records_outside_period": t.outside,
+                "unusable_records": t.unusable,
+                "unusable_places": t.places,
             },
             **sections,
             "verdicts": None if redis is None else _verdict_rows(verdicts(redis, accounts)),
-            "events": _events(events, subject, set(accounts)),
+            "events": _events(t.events, subject, set(accounts)),
             "chain": chain,
         }
     )

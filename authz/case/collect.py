@@ -84,6 +84,24 @@ class _Account:
     clusters: Counter[str] = field(default_factory=Counter)
 
 
+def usable(fields: Mapping[str, Any]) -> bool:
+    """Whether a record has the shapes the tallies read (records a writer made always do)."""
+    detection = fields.get("detection") or {}
+    content = fields.get("content") or {}
+    if not isinstance(detection, Mapping) or not isinstance(content, Mapping):
+        return False
+    lists = (fields.get("signals"), detection.get("detectors"), content.get("headers"))
+    if not all(isinstance(value or [], list) for value in lists):
+        return False
+    try:
+        for name in ("estimated_tokens", "asn", "sequence"):
+            int(fields.get(name) or 0)
+        float(detection.get("score") or 0.0)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def outcome(fields: Mapping[str, Any]) -> tuple[str, bool]:
     """A record's action (allow or deny) and whether an allow was restricted by detection."""
     action = str(fields.get("action", ""))

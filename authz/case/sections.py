@@ -44,6 +44,13 @@ def _overview(case: Mapping[str, Any]) -> Section:
                 "Records from there on may have been edited; see 'Chain verification'."
             )
         )
+    if skipped := case["source"]["unusable_records"]:
+        s.blocks.append(
+            Alert(
+                f"{skipped:,} records of the subject have fields of the wrong shape and are left "
+                f"out of every count (first at {', '.join(case['source']['unusable_places'][:3])})."
+            )
+        )
     if not case["redacted"]:
         s.blocks.append(Alert("UNREDACTED: this file contains raw prompt text from the trail."))
     since = period["since"] or "the start of the source"
