@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/bootstrap.sh
-ensure_debian_packages redis-server:redis-server redis-cli:redis-tools
+ensure_debian_packages redis-server:redis-server redis-cli:redis-tools promtool:prometheus
 ensure_venv test
 .venv/bin/python -m pytest "$@"

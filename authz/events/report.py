@@ -27,7 +27,7 @@ from authz.detect.settings import AnalysisSettings
 from authz.detect.verdicts import Verdict
 from authz.events.detector import EventDetector
 from authz.events.event import Event
-from authz.events.rules import EventRules
+from authz.events.rules import KINDS, EventRules
 from authz.events.webhook import WebhookSettings, WebhookSink
 from authz.settings import Settings
 
@@ -136,9 +136,16 @@ def _ms(seconds: float) -> int:
 class Reporter:
     """Hands new events to every sink (see the module docstring)."""
 
-    def __init__(self, sinks: Sequence[EventSink]) -> None:
+    def __init__(self, sinks: Sequence[EventSink], rules: EventRules | None = None) -> None:
         self.sinks = list(sinks)
         self.emitted = 0
+        if rules is not None:
+            # Series at 0 from the start: Prometheus' increase() cannot see a series'
+            # first value, so the first event of a kind would never alert otherwise.
+            for kind in KINDS:
+                section = getattr(rules, kind)
+                if section.enabled:
+                    _emitted.add(0, {"kind": kind, "severity": section.severity})
 
     async def report(self, events: Sequence[Event], now: float) -> None:
         """Emit the events to every sink; a failing sink does not stop the others."""
@@ -223,4 +230,4 @@ def worker_events(
         hook.start()
         sinks.append(hook)
     detector = EventDetector(rules, analysis, rules_version=version)
-    return Events(detector, Reporter(sinks), RedisGate(gate_client))
+    return Events(detector, Reporter(sinks, rules), RedisGate(gate_client))

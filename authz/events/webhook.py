@@ -160,6 +160,12 @@ class WebhookSink:
     def start(self) -> None:
         """Start the sending task (on the running loop)."""
         if self._task is None:
+            # Series at 0 from the start, so that alerts on increase() see the first one.
+            _delivered.add(0)
+            for reason in ("queue_full", "budget", "rejected", "shutdown"):
+                _dropped.add(0, {"reason": reason})
+            for kind in ("status", "error", "timeout"):
+                _failures.add(0, {"kind": kind})
             _QUEUES.append(self.queue)
             self._task = asyncio.get_running_loop().create_task(self._send_all())
 
