@@ -274,6 +274,7 @@ def test_the_period_bounds_the_records(trail: Path, capsys: pytest.CaptureFixtur
         (["c000000000000", "--file", "{audit}"], "no records of cluster c000000000000"),
         (["a1", "--file", "{dir}/missing.jsonl"], "no audit file"),
         (["a1", "--file", "{dir}"], "no audit file"),
+        (["a1", "--file", "-"], "give a file, not stdin"),
         (["a1", "--file", "{audit}", "--since", "yesterday"], "not a duration"),
         (
             ["a1", "--file", "{audit}", "--since", "2d", "--until", "3d"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,22 @@ def test_a_record_of_the_wrong_shape_is_left_out_and_named(tmp_path: Path) -> No
     assert case["source"]["unusable_records"] == 1
     assert case["source"]["unusable_places"] == ["line 2"]
     assert case["chain"]["intact"]
+
+
+def test_volume_is_daily_beyond_72_hours() -> None:
+    """Records over more than 72 hours are bucketed per day, every day listed, none lost."""
+    from authz.case.collect import Collector
+
+    collector = Collector(unredacted=False)
+    times = ["2026-04-20T10:00:00Z", "2026-04-20T23:59:59Z", "2026-04-23T11:00:00Z"]
+    for at in times:
+        fields = {"time": at, "account": "a1", "action": "deny"}
+        collector.add(fields, datetime.fromisoformat(at).timestamp())
+    volume = collector.sections()["volume"]
+    assert volume["bucket"] == "day"
+    assert [(b["start"], b["requests"], b["deny"]) for b in volume["buckets"]] == [
+        ("2026-04-20T00:00:00Z", 2, 2),
+        ("2026-04-21T00:00:00Z", 0, 0),
+        ("2026-04-22T00:00:00Z", 0, 0),
+        ("2026-04-23T00:00:00Z", 1, 1),
+    ]

@@ -51,7 +51,8 @@ def volume_png(volume: Mapping[str, Any]) -> bytes | str:
         tops = [a + b for a, b in zip(served, restricted, strict=True)]
         ax.bar(x, denied, bottom=tops, color="C3", label="denied")
         step = max(1, len(buckets) // 12)
-        ax.set_xticks(x[::step], [b["start"][:13].replace("T", " ") for b in buckets][::step])
+        cut = 10 if volume["bucket"] == "day" else 13  # 2026-04-22, or 2026-04-22T05
+        ax.set_xticks(x[::step], [b["start"][:cut].replace("T", " ") for b in buckets][::step])
         ax.tick_params(axis="x", labelrotation=30, labelsize="small")
         ax.set_ylabel(f"requests per {volume['bucket']}")
         ax.grid(True, axis="y", alpha=0.3)

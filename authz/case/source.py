@@ -178,6 +178,8 @@ def open_files(paths: Sequence[str]) -> FileSource:
     found = []
     for name in paths:
         path = Path(name)
+        if name == "-":
+            raise CaseError("a case reads its source more than once: give a file, not stdin")
         if not path.is_file():
             raise CaseError(f"no audit file {name!r}")
         try:
