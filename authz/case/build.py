@@ -5,7 +5,8 @@
                                     case's records, and the reportable events
     pass 3                          other accounts' traffic on the case's indicators
 
-Each pass streams the source; nothing holds more than a record at a time.
+Each pass streams the source, one record at a time; what stays in memory are the
+tallies, which grow with what the case touches (authz.case.collect).
 """
 
 from __future__ import annotations
