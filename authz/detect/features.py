@@ -339,6 +339,23 @@ def _simhash_words(words: list[str]) -> int:
     return result
 
 
+# SimHashes by template id: a template's requests (what detection looks for)
+# repeat one scaffold, and its SimHash costs more than the rest of its features.
+_SIMHASHES: dict[str, int] = {}
+
+
+def _template_simhash(template: str, words: list[str]) -> int:
+    """The SimHash of the scaffold `words` whose template id is `template`."""
+    known = _SIMHASHES.get(template)
+    if known is not None:
+        return known
+    h = _simhash_words(words)
+    if len(_SIMHASHES) >= _CACHE_MAX:
+        _SIMHASHES.clear()
+    _SIMHASHES[template] = h
+    return h
+
+
 def hamming(a: int, b: int) -> int:
     """Number of differing bits between two 64-bit hashes."""
     return ((a ^ b) & _MASK64).bit_count()
@@ -595,7 +612,12 @@ def _phrase_components(text: str) -> set[str]:
     return found
 
 
+_NOTHING_ASKED = Elicitation()
+
+
 def _combine(strengths: Mapping[str, float]) -> Elicitation:
+    if not strengths:  # most requests: share one value rather than build a frozen one
+        return _NOTHING_ASKED
     miss = 1.0
     for name, strength in strengths.items():
         miss *= 1.0 - WEIGHTS[name] * strength
@@ -739,9 +761,10 @@ def extract(
     try:
         text, truncated = _prompt(fields, limit)
         skeleton, words = _scaffold(text) if text else ("", [])
+        template = template_id(skeleton)
         return RequestFeatures(
-            template_id=template_id(skeleton),
-            simhash=_simhash_words(words),
+            template_id=template,
+            simhash=_template_simhash(template, words),
             elicitation=elicitation(fields, text),
             client=client_fingerprint(headers),
             prompt_chars=len(text),

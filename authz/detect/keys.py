@@ -10,6 +10,7 @@ counters. Time buckets come from the pipeline's clock, never the store's.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ DAY = 86400
 _SAFE = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
 
 
+@functools.lru_cache(maxsize=65536)  # a network, client or template recurs across requests
 def _tag(letter: str, value: str) -> str:
     """A hash tag of one pool; braces and odd characters are encoded so they cannot move it."""
     return "{" + letter + ":" + (value if _SAFE.match(value) else quote(value, safe="")) + "}"
