@@ -19,7 +19,7 @@ from authz.errors import ConfigError
 from authz.events.detector import EventDetector, Sighting, sighting_of
 from authz.events.event import Event, event_id
 from authz.events.rules import EventRules
-from authz.rules import parse_rules
+from authz.rules import json_schema, parse_rules
 from tests.test_detect_analyzer import DAY, START, campaign, nat_users, record
 
 HOUR = 3600.0
@@ -396,3 +396,21 @@ def test_events_section_is_optional_and_compiled() -> None:
     rules = parse_rules((_BASE + "events: {}\n").encode(), source="r").events
     assert rules is not None and rules.any_enabled
     assert rules.restricted_jurisdiction.cooldown == "1h"
+
+
+def test_every_events_setting_is_described_in_the_json_schema() -> None:
+    """Editors show a description for every key of the `events` section."""
+    schema: dict[str, Any] = json.loads(json_schema())
+    models = [schema["$defs"][name] for name in schema["$defs"] if name in _EVENT_MODELS]
+    assert len(models) == len(_EVENT_MODELS)
+    missing = [
+        f"{m.get('title')}.{name}"
+        for m in models
+        for name, prop in m.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert missing == []
+    assert schema["properties"]["events"]["description"].startswith("Reportable events")
+
+
+_EVENT_MODELS = {"EventRules", "CampaignCluster", "RestrictedJurisdiction", "UnverifiedSignupBurst"}
