@@ -190,3 +190,26 @@ def test_serve_config_from_a_manifest_with_secrets(tmp_path: Path) -> None:
     assert conf.get("audit") == "stdout"
     assert conf.otel["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
     assert conf.replicas == 2
+
+
+@pytest.mark.redis
+def test_keys_from_the_redis_registry(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--store reads the keys through the registry: weak keys found, digests not flagged."""
+    assert main(["keys", "import", "--store", redis_url, str(WEAK / "accounts.jsonl")]) == 0
+    capsys.readouterr()
+    status, report = _assess_json(
+        capsys, ["--store", redis_url, "--rules", str(WEAK / "rules.yaml"), "--fail-on", "info"]
+    )
+    found = _by_id(report)
+    assert status == 1
+    assert found["DG-ID-010"]["status"] == "fail"  # free-1's key never expires
+    assert found["DG-ID-013"]["status"] == "fail"  # rejected-1 holds an active key
+    assert found["DG-ID-012"]["status"] == "fail"  # gone-1 is on tier platinum
+    assert found["DG-ID-011"]["status"] == "pass"  # the registry keeps digests only
+    assert any("store: account rejected-1" in e for e in found["DG-ID-013"]["evidence"])  # type: ignore[attr-defined]
+
+
+def test_unreachable_store_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A Redis nobody listens on is one clear line and exit 2."""
+    assert main(["assess", "--store", "redis://127.0.0.1:9/0"]) == 2
+    assert "the store did not answer" in capsys.readouterr().err

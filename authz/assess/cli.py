@@ -55,9 +55,9 @@ def _load(ns: argparse.Namespace, now: float) -> Deployment:
     if ns.rules:
         d.rules, d.rules_doc = load_rules_part(Path(ns.rules))
     if ns.accounts:
-        d.keys, d.keys_source = keys_from_file(Path(ns.accounts)), ns.accounts
+        d.keys = keys_from_file(Path(ns.accounts))
     elif ns.store:
-        d.keys, d.keys_source = keys_from_store(ns.store), "the store"
+        d.keys = keys_from_store(ns.store)
     if ns.envoy:
         d.envoy, d.envoy_doc = load_envoy(Path(ns.envoy))
     if ns.serve_config:

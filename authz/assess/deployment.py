@@ -10,7 +10,7 @@ A part that cannot be read is a ConfigError: the command exits 2 with it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +62,10 @@ class Deployment:
     rules: Rules | None = None
     rules_doc: Located | None = None
     keys: list[KeyFact] | None = None
-    keys_source: str = ""
     envoy: dict[str, Any] | None = None
     envoy_doc: Located | None = None
     serve: ServeConfig | None = None
     now: float = 0.0
-    skipped: dict[str, str] = field(default_factory=dict)
 
     def rule_at(self, dotted: str) -> str:
         """Evidence location inside the rules file."""

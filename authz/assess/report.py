@@ -374,4 +374,4 @@ def render_html(r: Report) -> str:
 
 def render_json(r: Report) -> str:
     """The machine form as indented JSON."""
-    return json.dumps(r.to_json(), indent=2, sort_keys=False) + "\n"
+    return json.dumps(r.to_json(), indent=2) + "\n"
