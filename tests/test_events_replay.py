@@ -111,3 +111,20 @@ def test_jurisdiction_evidence_matches_the_audit_trail(replayed: Path) -> None:
     for spans in by_key.values():
         spans.sort()
         assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_export_skips_event_records(replayed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`audit export` counts only decision records; event records are neither exported nor bad."""
+    decisions = sum(1 for r in _lines(replayed / "audit.jsonl") if "event" not in r)
+    capsys.readouterr()
+    status = main(
+        [
+            *("audit", "export", str(replayed / "audit.jsonl")),
+            *("--out", str(replayed / "exported.jsonl")),
+            *("--accounts-out", str(replayed / "exported-accounts.jsonl")),
+        ]
+    )
+    said = capsys.readouterr()
+    assert status == 0
+    assert f"exported 0 of {decisions:,} records" in said.out + said.err
+    assert "not an audit record" not in said.out + said.err
