@@ -138,6 +138,15 @@ def test_a_new_incident_after_the_cooldown() -> None:
     assert second.first_seen == START + 2 * HOUR + 1
 
 
+def test_incidents_closed_long_before_the_analysis_are_history() -> None:
+    """A worker catching up on a day of log reports what is still open, not what closed."""
+    d = detector(restricted_jurisdiction={"cooldown": "1h"})
+    d.observe(denial("old", START, network="192.0.2.0/24"))
+    d.observe(denial("new", START + 20 * HOUR, network="203.0.113.0/24"))
+    events = analyse(d, START + 20 * HOUR + 60)
+    assert [e.accounts for e in events] == [("new",)]
+
+
 def test_dry_run_would_deny_counts_and_other_denials_do_not() -> None:
     """A dry-run allow that a jurisdiction rule would have denied counts; a rate limit does not."""
     would = record("a", START)

@@ -8,7 +8,9 @@ became reportable. Nothing reads a clock.
 An incident is a kind and a key (e.g. `restricted_jurisdiction:embargo:203.0.113.0/24`).
 It opens at its first sighting, stays open while sightings continue and for
 the kind's `cooldown` after the latest, and is reported once while open. The
-same key sighted after that is a new incident, with a new event id. A cluster
+same key sighted after that is a new incident, with a new event id. An
+incident that closed before any analysis saw it (by more than two analysis
+intervals: a worker catching up on its log) is not reported. A cluster
 keeps its incident while it keeps its id, and also when most of its accounts
 belong to an open campaign incident (an analysis may rename a cluster that
 merged or split).
@@ -111,6 +113,9 @@ class EventDetector:
             campaign.min_score if campaign.min_score is not None else analysis.thresholds.restrict
         )
         self.retention = analysis.window  # accounts silent this long are forgotten
+        # An incident already closed for longer than this when first analysed is history
+        # (a worker catching up on its log after a restart), not news: it is not reported.
+        self.grace = 2 * analysis.interval
         self._cooldown = {
             "campaign_cluster": seconds(campaign.cooldown),
             "restricted_jurisdiction": seconds(rules.restricted_jurisdiction.cooldown),
@@ -196,6 +201,8 @@ class EventDetector:
         need = self.rules.restricted_jurisdiction.min_requests
         for inc in self._incidents.values():
             if inc.reported or not getattr(self.rules, inc.kind).enabled:
+                continue
+            if now - inc.last > inc.cooldown + self.grace:
                 continue
             if inc.kind == "restricted_jurisdiction" and inc.requests < need:
                 continue
