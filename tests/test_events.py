@@ -18,7 +18,7 @@ from authz.detect.verdicts import Verdict
 from authz.errors import ConfigError
 from authz.events.detector import EventDetector, Sighting, sighting_of
 from authz.events.event import Event, event_id
-from authz.events.rules import EventRules
+from authz.events.rules import KINDS, EventRules
 from authz.rules import json_schema, parse_rules
 from tests.test_detect_analyzer import DAY, START, campaign, nat_users, record
 
@@ -403,7 +403,8 @@ def test_events_section_is_optional_and_compiled() -> None:
     """Without `events` nothing is reportable; with `events: {}` every kind is on by default."""
     assert parse_rules(_BASE.encode(), source="r").events is None
     rules = parse_rules((_BASE + "events: {}\n").encode(), source="r").events
-    assert rules is not None and rules.any_enabled
+    assert rules is not None
+    assert all(getattr(rules, kind).enabled for kind in KINDS)
     assert rules.restricted_jurisdiction.cooldown == "1h"
 
 

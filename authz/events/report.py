@@ -138,7 +138,6 @@ class Reporter:
 
     def __init__(self, sinks: Sequence[EventSink], rules: EventRules | None = None) -> None:
         self.sinks = list(sinks)
-        self.emitted = 0
         if rules is not None:
             # Series at 0 from the start: Prometheus' increase() cannot see a series'
             # first value, so the first event of a kind would never alert otherwise.
@@ -153,7 +152,6 @@ class Reporter:
             return
         for event in events:
             _emitted.add(1, {"kind": event.kind, "severity": event.severity})
-        self.emitted += len(events)
         for sink in self.sinks:
             try:
                 await sink.emit(events, now)

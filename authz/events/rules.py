@@ -125,8 +125,3 @@ class EventRules(StrictModel):
         default_factory=UnverifiedSignupBurst,
         description="A burst of new unverified accounts from one network.",
     )
-
-    @property
-    def any_enabled(self) -> bool:
-        """Whether any kind is reported at all."""
-        return any(getattr(self, kind).enabled for kind in KINDS)
