@@ -98,7 +98,8 @@ def test_two_workers_report_each_incident_once(redis_url: str) -> None:
         for w in (w1, w2):
             while not await w.follow():
                 pass
-            await w.analyze(force=True)
+        # Both analyse the same view at once: the gate lets one report each incident.
+        await asyncio.gather(w1.analyze(force=True), w2.analyze(force=True))
         records = [r for r in await stream_records(client) if "event" in r]
         keys = [k async for k in client.scan_iter(match=INCIDENT_PREFIX + "*")]
         ttl = min([await client.pttl(k) for k in keys])
@@ -111,8 +112,8 @@ def test_two_workers_report_each_incident_once(redis_url: str) -> None:
     first, second, records, keys, ttl, skipped = run(redis_url, body)
     kinds = sorted(r["event"]["kind"] for r in records)
     assert kinds == ["campaign_cluster", "restricted_jurisdiction"]
-    assert (first, second) == (2, 0) and keys == 2 and ttl > 0
-    assert {r["chain"] for r in records} == {"events-w1"}
+    assert first + second == 2 and keys == 2 and ttl > 0
+    assert {r["chain"] for r in records} <= {"events-w1", "events-w2"}
     assert skipped == 2
 
 
