@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from authz.cli import main
+from tests.fakes import ACME_KEY, DEMO_ACCOUNTS, DEMO_RULES
 
 EVENTS = "events:\n  campaign_cluster: {min_accounts: 5}\n  restricted_jurisdiction: {}\n"
 
@@ -128,3 +129,33 @@ def test_export_skips_event_records(replayed: Path, capsys: pytest.CaptureFixtur
     assert status == 0
     assert f"exported 0 of {decisions:,} records" in said.out + said.err
     assert "not an audit record" not in said.out + said.err
+
+
+def test_events_out_without_an_events_section_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--events-out` with rules that report nothing says so instead of leaving a silent file."""
+    traffic = tmp_path / "traffic.jsonl"
+    line = {
+        "ts": 1_790_000_000.0,
+        "source_ip": "73.1.2.3",
+        "method": "POST",
+        "path": "/v1/messages",
+        "headers": {"x-api-key": ACME_KEY, "content-type": "application/json"},
+        "body": '{"model": "frontier-9"}',
+    }
+    traffic.write_text(json.dumps(line) + "\n")
+    events = tmp_path / "events.jsonl"
+    status = main(
+        [
+            *("replay", str(traffic), "--out", str(tmp_path / "decisions.jsonl"), "--quiet"),
+            *("--rules", str(DEMO_RULES), "--accounts", str(DEMO_ACCOUNTS)),
+            *("--events-out", str(events)),
+        ]
+    )
+    assert status == 0
+    assert events.read_text() == ""
+    assert (
+        f"distill-guard replay: warning: {events} stays empty: events need an `events` section"
+        in capsys.readouterr().err
+    )

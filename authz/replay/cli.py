@@ -87,10 +87,10 @@ def render_summary(summary: Summary, seconds: float) -> str:
             lines.append(f"  ... and {summary.bad_lines - len(summary.bad_examples):,} more")
     if summary.verdicts:
         lines.append(f"off-path analysis: {summary.verdicts:,} verdicts written")
-    if summary.events:
+    if summary.events is not None:
         lines.append(
             "reportable events: "
-            + ", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.events.items()))
+            + (", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.events.items())) or "none")
         )
     if summary.time_went_back:
         lines.append(
@@ -236,6 +236,12 @@ def _run(ns: argparse.Namespace) -> int:
     if bar is not None:
         bar.finish()
     seconds = time.monotonic() - started
+    if ns.events_out and summary.events is None:
+        print(
+            f"distill-guard replay: warning: {ns.events_out} stays empty: events need an "
+            "`events` section in the rules and the off-path analysis (docs/events.md)",
+            file=sys.stderr,
+        )
     if not ns.quiet:
         print(render_summary(summary, seconds), file=sys.stderr)
     if ns.summary:

@@ -55,7 +55,9 @@ class Summary:
     bad_examples: list[BadLine] = field(default_factory=list)
     time_went_back: int = 0
     verdicts: int = 0  # written by the off-path analysis (when it ran)
-    events: Counter[str] = field(default_factory=Counter)  # reportable events, by kind
+    # Reportable events by kind; None when none were looked for (no `events` section,
+    # or no off-path analysis).
+    events: Counter[str] | None = None
     first_ts: float | None = None
     last_ts: float | None = None
     compared: bool = False
@@ -85,7 +87,7 @@ class Summary:
             "skipped_examples": [{"line": b.line, "problem": b.problem} for b in self.bad_examples],
             "time_went_back": self.time_went_back,
             "verdicts": self.verdicts,
-            "events": dict(sorted(self.events.items())),
+            "events": None if self.events is None else dict(sorted(self.events.items())),
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
         }
@@ -468,7 +470,8 @@ async def replay(
             await old.close()
     if new.offpath is not None:
         summary.verdicts = new.offpath.verdicts_written
-        summary.events = new.offpath.events_by_kind
+        if new.offpath.events is not None:
+            summary.events = new.offpath.events_by_kind
     return summary
 
 
