@@ -239,12 +239,12 @@ class EventDetector:
             if key is None and not qualifies:
                 continue
             inc = self._sight("campaign_cluster", key or c.cluster, now)
-            if not inc.reported:
-                inc.cluster, inc.score, inc.reasons = c.cluster, c.score, c.reasons
             inc.accounts.update(accounts)
             for account in accounts:
                 self._campaign_of[account] = inc.key
-            self._gather(inc, inc.accounts)
+            if not inc.reported:  # an event keeps the figures it was reported with
+                inc.cluster, inc.score, inc.reasons = c.cluster, c.score, c.reasons
+                self._gather(inc, inc.accounts)
 
     def _open_campaign(self, cluster: str, accounts: Sequence[str], now: float) -> str | None:
         """The key (without its kind) of the open incident a cluster continues, if any."""
@@ -281,7 +281,8 @@ class EventDetector:
         seen_at = max(self._accounts[a].first for a in fresh)
         inc = self._sight("unverified_signup_burst", place, seen_at)
         inc.accounts.update(best)
-        self._gather(inc, inc.accounts)
+        if not inc.reported:
+            self._gather(inc, inc.accounts)
 
     def _gather(self, inc: _Incident, accounts: Iterable[str]) -> None:
         """Recount an incident's requests, places and evidence from its accounts' state."""
