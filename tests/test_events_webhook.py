@@ -204,3 +204,25 @@ def test_settings_refuse_bad_input(tmp_path: Path) -> None:
     good.write_bytes(SECRET + b"\n")
     assert read_secret(good) == SECRET
     assert "a-test-secret" not in repr(WebhookSettings(url="http://h/", secret=SECRET))
+
+
+def test_shutdown_counts_what_it_could_not_send(receiver: tuple[Receiver, str]) -> None:
+    """Closing while a receiver keeps failing: the event in flight and the queued one are
+    dropped as `shutdown`, both counted."""
+    state, url = receiver
+    state.statuses = [503] * 1000
+
+    async def body() -> WebhookSink:
+        # Real sleeps between attempts, a long budget: the first event is still being
+        # retried when the grace period ends.
+        settings = WebhookSettings(url=url, secret=SECRET, budget=600.0, backoff=0.05)
+        hook = WebhookSink(settings)
+        hook.start()
+        await hook.emit([event(1), event(2)], now=0.0)
+        await hook.aclose(grace=0.3)
+        return hook
+
+    before = counter_value("distill_guard.events.webhook.dropped", reason="shutdown")
+    hook = asyncio.run(body())
+    assert hook.dropped == 2 and hook.delivered == 0
+    assert counter_value("distill_guard.events.webhook.dropped", reason="shutdown") == before + 2

@@ -196,6 +196,9 @@ class WebhookSink:
             event = await self.queue.get()
             try:
                 await self.deliver(event)
+            except asyncio.CancelledError:
+                self._drop(event, "shutdown")  # stopped mid-delivery: lost, but counted
+                raise
             finally:
                 self.queue.task_done()
 
