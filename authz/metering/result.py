@@ -60,9 +60,11 @@ class Signal:
     action: str
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """An account's request timing as the store keeps it (this request included)."""
+class Timing(NamedTuple):
+    """An account's request timing as the store keeps it (this request included).
+
+    Timing and Sighted are NamedTuples for the reason the views are: one per request.
+    """
 
     gaps: int  # gaps between requests counted so far
     mean_ms: float  # their mean
@@ -92,8 +94,7 @@ class VerdictView:
     until: float  # epoch seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Sighted:
+class Sighted(NamedTuple):
     """What the store answered for a plan's sightings."""
 
     observed: tuple[tuple[str, int], ...] = ()  # (signal, distinct count after this request)
@@ -143,7 +144,7 @@ def assess(
     limits: list[int] = []
     ok: list[bool] = []
     for v, c in zip(views, plan.counters, strict=True):
-        limit = c.throttled if c.scope in throttled else c.limit
+        limit = c.throttled if throttled and c.scope in throttled else c.limit
         limits.append(limit)
         ok.append(fits(v, c.window * 1000, limit, c.cost))
     return Assessment(
@@ -162,8 +163,7 @@ def to_result(
 ) -> MeterResult:
     """The MeterResult of a decision; `allowed` says whether the costs were charged."""
     states: list[LimitState] = []
-    violations: list[Violation] = []
-    for c, v, lim, ok in zip(plan.counters, views, a.limits, a.fits, strict=True):
+    for c, v, lim in zip(plan.counters, views, a.limits, strict=True):
         w = c.window * 1000
         after = CounterView(v.bucket, v.cur + c.cost, v.prev, v.elapsed) if allowed else v
         left = remaining(after, w, lim)
@@ -173,37 +173,49 @@ def to_result(
             wait = retry_after_ms(after, w, lim, 1)
             reset = c.window if wait is None else math.ceil(wait / 1000)
         states.append(LimitState(c.name, c.scope, c.kind, c.window, lim, left, reset))
-        if not ok and not allowed:
-            wait = retry_after_ms(v, w, lim, c.cost)
+    signals = tuple(
+        Signal(w.signal, s.multiple, s.z, s.requests, s.baseline, w.settings.action)
+        for s, w in zip(a.spikes, plan.volumes, strict=True)
+        if s.fired
+    )
+    if allowed:  # the common case: nothing was violated
+        return MeterResult(True, limits=tuple(states), signals=signals, sighted=sighted)
+    violations = _violations(plan, now_ms, views, a)
+    violated = max(violations, key=_severity) if violations else None
+    if violated is None:
+        # The store refused but the views show no reason: never report a denial without one.
+        violated = Violation("unknown", "account", "requests", 0, 0, 1.0)
+        violations.append(violated)
+    return MeterResult(
+        False,
+        violated,
+        limits=tuple(states),
+        signals=signals,
+        violations=tuple(violations),
+        sighted=sighted,
+    )
+
+
+def _violations(
+    plan: Plan, now_ms: int, views: tuple[CounterView, ...], a: Assessment
+) -> list[Violation]:
+    """What a refused request broke: the counters it did not fit, and denying spikes."""
+    violations: list[Violation] = []
+    for c, v, lim, ok in zip(plan.counters, views, a.limits, a.fits, strict=True):
+        if not ok:
+            wait = retry_after_ms(v, c.window * 1000, lim, c.cost)
             violations.append(
                 Violation(
                     c.name, c.scope, c.kind, c.window, lim, None if wait is None else wait / 1000
                 )
             )
     for watch, denied in zip(plan.volumes, a.volume_deny, strict=True):
-        if denied and not allowed:
+        if denied:
             until_hour_end = (HOUR_MS - now_ms % HOUR_MS) / 1000
             violations.append(
                 Violation(watch.signal, watch.scope, "volume", 3600, 0, until_hour_end)
             )
-    signals = tuple(
-        Signal(w.signal, s.multiple, s.z, s.requests, s.baseline, w.settings.action)
-        for s, w in zip(a.spikes, plan.volumes, strict=True)
-        if s.fired
-    )
-    violated = max(violations, key=_severity) if violations else None
-    if not allowed and violated is None:
-        # The store refused but the views show no reason: never report a denial without one.
-        violated = Violation("unknown", "account", "requests", 0, 0, 1.0)
-        violations.append(violated)
-    return MeterResult(
-        allowed=allowed,
-        violated=None if allowed else violated,
-        limits=tuple(states),
-        signals=signals,
-        violations=tuple(violations),
-        sighted=sighted,
-    )
+    return violations
 
 
 def _severity(v: Violation) -> float:
