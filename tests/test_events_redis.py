@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -16,18 +17,19 @@ from redis.asyncio import Redis
 
 from authz.audit.chain import ChainHead, seal
 from authz.audit.roller import Roller
+from authz.audit.sinks import RedisStreamSink
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.clock import ManualClock
 from authz.detect import cli
 from authz.detect.settings import AnalysisSettings
 from authz.detect.verdicts import RedisVerdictSink
 from authz.detect.worker import AnalysisWorker
-from authz.events.report import INCIDENT_PREFIX, worker_events
+from authz.events.report import INCIDENT_PREFIX, StreamSink, worker_events
 from authz.events.rules import EventRules
 from authz.events.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.test_detect_analyzer import DAY, campaign
 from tests.test_events import denial
-from tests.test_events_webhook import SECRET, Receiver, receiver
+from tests.test_events_webhook import SECRET, Receiver, event, receiver
 
 pytestmark = pytest.mark.redis
 __all__ = ["receiver"]  # the fixture, imported for the analyze command's webhook
@@ -234,3 +236,17 @@ def run(url: str, body: Any) -> Any:
             await client.aclose()
 
     return asyncio.run(main())
+
+
+def test_a_restarted_worker_continues_its_events_chain(redis_url: str) -> None:
+    """A new StreamSink on the same chain links after the last event record in the stream."""
+
+    async def body(client: Redis) -> list[dict[str, Any]]:
+        for n in (1, 2):  # two processes, one after the other
+            stream = RedisStreamSink(client, name="events", stream=STREAM, maxlen=1000)
+            await StreamSink(stream, "events-host").emit([event(n), event(n + 10)], now=1.0e9)
+        return await stream_records(client)
+
+    records = run(redis_url, body)
+    assert [int(r["sequence"]) for r in records] == [1, 2, 3, 4]
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(records))
