@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from authz.detect.worker import AnalysisWorker
 from authz.events.report import INCIDENT_PREFIX, StreamSink, worker_events
 from authz.events.rules import EventRules
 from authz.events.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from authz.procs import Child, free_port, http_request, stop_all, wait_tcp, wait_until
 from tests.test_detect_analyzer import DAY, campaign
 from tests.test_events import denial
 from tests.test_events_webhook import SECRET, Receiver, event, receiver
@@ -250,3 +252,28 @@ def test_a_restarted_worker_continues_its_events_chain(redis_url: str) -> None:
     records = run(redis_url, body)
     assert [int(r["sequence"]) for r in records] == [1, 2, 3, 4]
     assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(records))
+
+
+def test_analyze_serves_event_metrics_from_zero(redis_url: str, tmp_path: Path) -> None:
+    """`analyze --metrics-listen` serves the event counters, at 0 before any event, then 1."""
+    port = free_port()
+    argv = [sys.executable, "-m", "authz", "analyze", "--store", redis_url, "--block", "0.2"]
+    argv += ["--rules", str(rules_file(tmp_path)), "--metrics-listen", f"127.0.0.1:{port}"]
+    child = Child.spawn("analyze", argv, tmp_path)
+    emitted = 'distill_guard_events_emitted_total{kind="%s",severity="%s"}'
+    try:
+        wait_tcp(child, "127.0.0.1", port)
+        before = http_request(f"http://127.0.0.1:{port}/metrics").body.decode().splitlines()
+        run(redis_url, lambda client: xadd_lines(client, traffic()))
+        wait_until(
+            child,
+            "the campaign event in /metrics",
+            lambda: (
+                emitted % ("campaign_cluster", "high") + " 1.0"
+                in http_request(f"http://127.0.0.1:{port}/metrics").body.decode().splitlines()
+            ),
+        )
+    finally:
+        stop_all([child])
+    assert emitted % ("campaign_cluster", "high") + " 0.0" in before
+    assert emitted % ("unverified_signup_burst", "medium") + " 0.0" in before
