@@ -76,6 +76,7 @@ class _Check:
     rules: Rules
     now: float
     decision_id: str
+    recording: bool = False  # the check's span records: phases get spans of their own
     caller: Caller | None = None
     tier: CompiledTier | None = None
     model: str | None = None
@@ -109,8 +110,9 @@ _Phase = TypeVar("_Phase", bound=Callable[..., Any])
 def _traced(span_name: str) -> Callable[[_Phase], _Phase]:
     """Run a phase (sync or async) in a child span of the check's; a denial is noted on it.
 
-    Only under a recording check span: otherwise (no SDK, trace not sampled,
-    replay) the phase runs bare, as even a no-op span costs microseconds.
+    Only under a recording check span (`_Check.recording`, asked once per check):
+    otherwise (no SDK, trace not sampled, replay) the phase runs bare, as even a
+    no-op span costs microseconds.
     """
 
     def note(span: Span, denial: Denial | None) -> None:
@@ -124,7 +126,7 @@ def _traced(span_name: str) -> Callable[[_Phase], _Phase]:
 
             @functools.wraps(phase)
             async def run_async(self: Pipeline, state: _Check) -> Denial | None:
-                if not telemetry.recording():
+                if not state.recording:
                     return cast(Denial | None, await phase(self, state))
                 with telemetry.phase_span(span_name) as span:
                     denial: Denial | None = await phase(self, state)
@@ -135,7 +137,7 @@ def _traced(span_name: str) -> Callable[[_Phase], _Phase]:
 
         @functools.wraps(phase)
         def run(self: Pipeline, state: _Check) -> Denial | None:
-            if not telemetry.recording():
+            if not state.recording:
                 return cast(Denial | None, phase(self, state))
             with telemetry.phase_span(span_name) as span:
                 denial: Denial | None = phase(self, state)
@@ -183,7 +185,7 @@ class Pipeline:
         With `explain`, the decision carries the chain of rules that produced it.
         """
         rules = self._rules.current()
-        state = _Check(facts, rules, self._clock.now(), self._ids())
+        state = _Check(facts, rules, self._clock.now(), self._ids(), telemetry.recording())
         if explain:
             state.trace = [("rules", f"version {rules.version} from {rules.source}")]
         try:

@@ -53,9 +53,11 @@ def policy_name(scope: Scope, limit: WindowLimit, model: str | None = None) -> s
     return name if model is None else f"{name}@{model}"
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One counter a request is checked against and, when allowed, charged to."""
+class Counter(NamedTuple):
+    """One counter a request is checked against and, when allowed, charged to.
+
+    A NamedTuple: token counters are rebuilt per request with that request's cost.
+    """
 
     name: str
     scope: Scope
@@ -196,8 +198,7 @@ class Plan:
         return dataclasses.replace(
             self,
             counters=tuple(
-                dataclasses.replace(
-                    c,
+                c._replace(
                     limit=scaled(c.limit, self.fail_open_fraction),
                     throttled=scaled(c.throttled, self.fail_open_fraction),
                 )

@@ -159,6 +159,8 @@ def normalize_path(path: str) -> str:
     base, sep, query = path.partition("?")
     while "//" in base:
         base = base.replace("//", "/")
+    if base.startswith("/") and "/." not in base:
+        return base + sep + query  # no dot segment to resolve (the common case)
     return _remove_dot_segments(base) + sep + query
 
 
