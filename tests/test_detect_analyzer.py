@@ -343,6 +343,34 @@ def test_unverified_accounts_are_restricted_sooner() -> None:
     assert {actions[a] for a in verified} == {"watch"}
 
 
+def test_a_restricted_member_stays_restricted_while_its_cluster_qualifies() -> None:
+    """A member that passed its own checks keeps its restriction as its requests leave the window.
+
+    camp000 stops sending half-way; hours later its window holds too few requests
+    for a member's own checks, yet the cluster still qualifies: an analyzer that
+    restricted it before keeps it restricted, a fresh one (no history) only watches it.
+    """
+    settings = AnalysisSettings(window=12 * 3600)
+    stop = START + DAY / 2
+    records = [
+        r
+        for r in campaign(START, days=1.5)
+        if r["account"] != "camp000" or r["time"] < rfc3339(stop)
+    ]
+    analyzer = Analyzer(settings)
+    observe_all(analyzer, [r for r in records if r["time"] < rfc3339(stop)])
+    assert {v.action for v in analyzer.analyze(stop) if v.account == "camp000"} == {"deny"}
+    observe_all(analyzer, [r for r in records if r["time"] >= rfc3339(stop)])
+    late = stop + 11.5 * 3600
+    for half_hour in range(1, 23):  # within `verdict_ttl` of each other, so nothing lapses
+        analyzer.analyze(stop + half_hour * 1800)
+    held = {v.account: v.action for v in analyzer.analyze(late)}
+    _, fresh = run(records, late, settings)
+    assert held["camp000"] == "deny"
+    assert {v.account: v.action for v in fresh}["camp000"] == "watch"
+    assert {a for a, act in held.items() if act == "watch"} == set()
+
+
 # --- input and memory -----------------------------------------------------------------
 
 
@@ -406,6 +434,25 @@ def test_near_duplicates_join_within_three_bits_only() -> None:
     assert groups == {"a": "a", "b": "a", "c": "c"}
     index.expire(START + 1)
     assert len(index) == 0
+
+
+def test_wider_near_duplicates_use_eight_bands() -> None:
+    """Above 3 bits the index bands by 8 bits: a pair 7 bits apart (one per band) joins.
+
+    With four 16-bit bands those two hashes share no band at all; and a pair
+    sharing a band but 9 bits apart stays two templates (the Hamming check).
+    """
+    base = 0x0123456789ABCDEF
+    seven = base ^ sum(1 << (8 * band) for band in range(7))  # one bit in each of 7 bands
+    nine = base ^ 0xFF00000000000000 ^ 1 << 8  # 8 bits in the top band, 1 in another
+    narrow = TemplateIndex(max_bits=3, max_pairs=64)
+    wide = TemplateIndex(max_bits=7, max_pairs=64)
+    assert (narrow.bands, wide.bands) == (4, 8)
+    for index in (narrow, wide):
+        for name, h in (("a", base), ("b", seven), ("c", nine)):
+            index.add(name, h, START)
+    assert narrow.groups(["a", "b", "c"]) == {"a": "a", "b": "b", "c": "c"}
+    assert wide.groups(["a", "b", "c"]) == {"a": "a", "b": "a", "c": "c"}
 
 
 def test_settings_document_every_field() -> None:

@@ -41,7 +41,6 @@ from authz.detect.verdicts import ACTIONS, Action, Verdict
 
 _HOUR = 3600.0
 _DAY = 86400.0
-_BANDS = 4  # LSH bands of a 64-bit SimHash: distances up to 3 bits always share one
 T = TypeVar("T")
 
 
@@ -234,6 +233,10 @@ class TemplateIndex:
     def __init__(self, max_bits: int, max_pairs: int) -> None:
         self.max_bits = max_bits
         self.max_pairs = max_pairs
+        # Pigeonhole: hashes d bits apart always share one of d + 1 bands, so four 16-bit
+        # bands find every pair within 3 bits; eight 8-bit bands every pair within 7, and
+        # pairs a little further apart often (a wider distance needs shorter bands).
+        self.bands = 4 if max_bits <= 3 else 8
         self._last: dict[str, float] = {}  # template id -> last seen
         self._simhash: dict[str, int] = {}
         self._near: dict[str, set[str]] = {}
@@ -253,7 +256,7 @@ class TemplateIndex:
         if simhash is None:
             return
         self._simhash[template] = simhash
-        for band in _bands(simhash):
+        for band in _bands(simhash, self.bands):
             bucket = self._buckets.setdefault(band, {})
             for other in itertools.islice(bucket, self.max_pairs):
                 if (self._simhash[other] ^ simhash).bit_count() <= self.max_bits:
@@ -268,7 +271,7 @@ class TemplateIndex:
             del self._last[template]
             simhash = self._simhash.pop(template, None)
             if simhash is not None:
-                for band in _bands(simhash):
+                for band in _bands(simhash, self.bands):
                     bucket = self._buckets[band]
                     del bucket[template]
                     if not bucket:
@@ -302,9 +305,9 @@ class TemplateIndex:
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def _bands(h: int) -> tuple[str, ...]:
+def _bands(h: int, bands: int) -> tuple[str, ...]:
     """LSH keys of a SimHash (each names its band), cached: a template recurs in every analysis."""
-    return tuple(simhash_bands(h, bands=_BANDS))
+    return tuple(simhash_bands(h, bands=bands))
 
 
 @dataclass(slots=True)
@@ -388,6 +391,7 @@ class Analyzer:
         self.latest: float | None = None  # the newest record time seen: the worker's clock
         self._seq = 0
         self._cluster_of: dict[str, str] = {}  # account -> cluster id of the last analysis
+        self._held: dict[str, float] = {}  # account -> until when its restriction lasts
         self.clusters: list[ClusterReport] = []
 
     def __len__(self) -> int:
@@ -460,6 +464,7 @@ class Analyzer:
             self._new_models(),
         )
         groups = self._link(summaries, ctx)
+        self._held = {a: until for a, until in self._held.items() if until > now}
         verdicts: list[Verdict] = []
         reports: list[ClusterReport] = []
         assigned: dict[str, str] = {}
@@ -696,10 +701,14 @@ class Analyzer:
                 continue
             if action != "watch" and (
                 kinds < s.min_kinds
-                or len(m.events) < s.member_min_requests
-                or len({KINDS[n] for n in self._own_evidence(m, core, ctx)}) < s.member_min_kinds
+                or (m.account not in self._held and not self._member_qualifies(m, core, ctx))
             ):
                 action = "watch"  # not enough kinds of evidence, or none of the member's own
+            if action != "watch":
+                # Once a member has passed its own checks it stays restricted while its
+                # cluster qualifies: its own evidence wavers as requests enter and leave the
+                # window, and each lapse would serve it in full again.
+                self._held[m.account] = ctx.now + s.verdict_ttl
             said = reasons
             if s.shadow and action != "watch":
                 said, action = (f"shadow:{action}", *reasons), "watch"
@@ -751,6 +760,13 @@ class Analyzer:
     def _regular(self, m: _Summary) -> bool:
         t = self.settings.timing
         return m.cv is not None and m.gaps >= t.min_gaps and m.cv <= t.cv_regular
+
+    def _member_qualifies(self, m: _Summary, core: set[str], ctx: _Context) -> bool:
+        """Whether a member has the requests and its own kinds of evidence for restrict or deny."""
+        s = self.settings
+        if len(m.events) < s.member_min_requests:
+            return False
+        return len({KINDS[n] for n in self._own_evidence(m, core, ctx)}) >= s.member_min_kinds
 
     def _own_evidence(self, m: _Summary, core: set[str], ctx: _Context) -> list[str]:
         """The components a member shows by itself (the cluster-wide spread excepted)."""

@@ -105,9 +105,10 @@ class Linking(StrictModel):
     near_duplicate_bits: int = Field(
         default=3,
         ge=0,
-        le=3,
-        description="Template SimHashes at most this many bits apart are near-duplicates "
-        "(the four LSH bands guarantee to find distances up to 3).",
+        le=16,
+        description="Template SimHashes at most this many bits apart are near-duplicates. Up "
+        "to 3, four 16-bit LSH bands find every such pair; above 3, eight 8-bit bands find "
+        "every pair within 7 bits and further ones only when they share a band.",
     )
     min_template_chars: int = Field(
         default=64,
