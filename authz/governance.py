@@ -41,10 +41,11 @@ def headers_to_remove(
     set must not be listed: the overwrite already replaces the client's copy,
     and removing it would drop ours too.
     """
+    sent = [n for n in headers if n.startswith(GOVERNANCE_PREFIX)]
+    if not sent:  # what honest clients send: no need to collect our names
+        return ()
     set_by_us = {name for name, _ in ours}
-    return tuple(
-        sorted(n for n in headers if n.startswith(GOVERNANCE_PREFIX) and n not in set_by_us)
-    )
+    return tuple(sorted(n for n in sent if n not in set_by_us))
 
 
 _EXPOSURE_RANK = {"none": 0, "summary": 1, "full": 2}

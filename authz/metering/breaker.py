@@ -23,7 +23,6 @@ kind, short circuits, fallbacks by policy, and the circuit state as a gauge.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import logging
 import time
@@ -195,4 +194,4 @@ class BreakerRateStore:
         _fallbacks.add(1, {"store": self.name, "policy": plan.on_store_failure})
         if plan.on_store_failure == "fail_closed":
             raise StoreUnavailable(f"rate store unavailable: {why}")
-        return dataclasses.replace(self._local.hit_now(plan.local(), now), degraded=True)
+        return self._local.hit_now(plan.local(), now)._replace(degraded=True)

@@ -8,7 +8,6 @@ one entity `{e:<entity>}`, so each scope lives in one Cluster slot.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import re
@@ -145,9 +144,8 @@ class SlotGroup:
     verdict: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything a RateStore needs to check and charge one request."""
+class Plan(NamedTuple):
+    """Everything a RateStore needs to check and charge one request (one per request)."""
 
     counters: tuple[Counter, ...]
     volumes: tuple[VolumeWatch, ...] = ()
@@ -195,8 +193,7 @@ class Plan:
 
     def local(self) -> Plan:
         """The plan for the fail-open local limiter: every limit times the fraction."""
-        return dataclasses.replace(
-            self,
+        return self._replace(
             counters=tuple(
                 c._replace(
                     limit=scaled(c.limit, self.fail_open_fraction),

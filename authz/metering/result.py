@@ -102,8 +102,7 @@ class Sighted(NamedTuple):
     verdict: VerdictView | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MeterResult:
+class MeterResult(NamedTuple):
     """The answer of `RateStore.hit`: one per request."""
 
     allowed: bool
