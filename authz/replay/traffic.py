@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from authz.facts import PARTIAL_BODY_HEADER, RequestFacts, parse_ip
 
@@ -30,9 +30,8 @@ class TrafficError(ValueError):
     """A traffic line that cannot be replayed; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficRecord:
-    """One request of a traffic file."""
+class TrafficRecord(NamedTuple):
+    """One request of a traffic file (a NamedTuple: one per line, cheaper than a dataclass)."""
 
     line: int  # 1-based line number in its file
     ts: float
