@@ -103,7 +103,7 @@ class Linking(StrictModel):
     """What links two accounts into one cluster."""
 
     near_duplicate_bits: int = Field(
-        default=3,
+        default=7,
         ge=0,
         le=16,
         description="Template SimHashes at most this many bits apart are near-duplicates. Up "
@@ -194,7 +194,7 @@ class Timing(StrictModel):
     """How regular timing is measured."""
 
     min_gaps: int = Field(
-        default=8, ge=2, description="Gaps between requests an account needs to be judged."
+        default=5, ge=2, description="Gaps between requests an account needs to be judged."
     )
     cv_regular: float = Field(
         default=0.5,
