@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -22,6 +22,7 @@ from authz.clientip import ClientIpPolicy
 from authz.detect.rules import DetectionRules
 from authz.errors import ConfigError, format_validation_error
 from authz.events.rules import EventRules
+from authz.events.rules import reference_problem as event_reference_problem
 from authz.jurisdiction import (
     ClientIpRules,
     Jurisdiction,
@@ -248,18 +249,22 @@ def parse_rules(data: bytes, *, source: str) -> Rules:
         raise format_validation_error(source, exc, lines=lines) from None
     dangling = reference_problem(doc.jurisdiction, set(doc.tiers))
     if dangling is not None:
-        path, problem = dangling
-        path = "jurisdiction." + path
-        line = lines.get(path)
-        raise ConfigError(f"{source}:{line}" if line else source, path, problem)
+        _dangling(source, lines, "jurisdiction." + dangling[0], dangling[1])
     for tier in doc.detection.tiers:
         if tier not in doc.tiers:
-            path = f"detection.tiers.{tier}"
-            line = lines.get(path)
-            raise ConfigError(
-                f"{source}:{line}" if line else source, path, f"no tier named {tier!r}"
-            )
+            _dangling(source, lines, f"detection.tiers.{tier}", f"no tier named {tier!r}")
+    if doc.events is not None:
+        rule_ids = {rule.id for rule in doc.jurisdiction.rules}
+        dangling = event_reference_problem(doc.events, rule_ids)
+        if dangling is not None:
+            _dangling(source, lines, "events." + dangling[0], dangling[1])
     return compile_rules(doc, source=source, digest=hashlib.sha256(data).hexdigest())
+
+
+def _dangling(source: str, lines: dict[str, int], path: str, problem: str) -> NoReturn:
+    """Raise the ConfigError of a reference to something the file does not define."""
+    line = lines.get(path)
+    raise ConfigError(f"{source}:{line}" if line else source, path, problem)
 
 
 def _line_index(node: yaml.Node | None) -> dict[str, int]:

@@ -390,6 +390,11 @@ _BASE = "tiers:\n  free: {}\n"
             "rules.yaml:5: events.campaign_cluster.severity: Input should be 'info', 'low', "
             "'medium', 'high' or 'critical' (got 'urgent')",
         ),
+        (
+            "events:\n  restricted_jurisdiction: {rules: [embargoed-ip]}\n",
+            "rules.yaml:5: events.restricted_jurisdiction.rules.0: 'embargoed-ip' is not a "
+            "jurisdiction rule id (jurisdiction.rules: none defined)",
+        ),
     ],
 )
 def test_bad_events_section_names_the_path(section: str, message: str) -> None:

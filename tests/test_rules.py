@@ -52,6 +52,9 @@ EXPECTED = {
     "List should have at least 1 item after validation, not 0 (got [])",
     "geo_unknown_tier.yaml": "geo_unknown_tier.yaml:7: jurisdiction.rules.0.tiers.0: "
     "'gold' is not a defined tier",
+    "events_unknown_jurisdiction_rule.yaml": "events_unknown_jurisdiction_rule.yaml:9: "
+    "events.restricted_jurisdiction.rules.1: 'embargoed_ip' is not a jurisdiction rule id "
+    "(jurisdiction.rules: embargoed-ip, embargoed-kyc)",
 }
 
 

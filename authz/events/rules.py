@@ -110,6 +110,21 @@ class UnverifiedSignupBurst(StrictModel):
     _durations = field_validator("window", "cooldown")(_duration)
 
 
+def reference_problem(section: EventRules, rule_ids: set[str]) -> tuple[str, str] | None:
+    """The first jurisdiction rule id the section names that the rules do not define, as
+    (dotted path within the section, problem), or None.
+
+    A mistyped id would otherwise filter out every denial and report nothing.
+    """
+    for i, rule in enumerate(section.restricted_jurisdiction.rules):
+        if rule not in rule_ids:
+            known = ", ".join(sorted(rule_ids)) or "none defined"
+            return f"restricted_jurisdiction.rules.{i}", (
+                f"{rule!r} is not a jurisdiction rule id (jurisdiction.rules: {known})"
+            )
+    return None
+
+
 class EventRules(StrictModel):
     """Reportable events: what is reported, once per incident (docs/events.md)."""
 
