@@ -17,7 +17,6 @@ from authz.errors import ConfigError
 from authz.events.event import Event
 from authz.events.webhook import (
     IDEMPOTENCY_HEADER,
-    SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookSettings,
     WebhookSink,
@@ -29,6 +28,7 @@ from authz.procs import free_port
 from tests.otel import counter_value
 
 SECRET = b"a-test-secret-of-32-bytes-length"
+SENT_AT = 1_777_000_000.0  # the sinks' wall clock: when every attempt is signed
 
 
 @dataclass
@@ -98,7 +98,9 @@ class Ticker:
 def sink(url: str, ticker: Ticker, **options: Any) -> WebhookSink:
     """A webhook sink with quick settings and the fake clock."""
     settings = WebhookSettings(url=url, secret=SECRET, timeout=5.0, **options)
-    return WebhookSink(settings, sleep=ticker.sleep, monotonic=ticker, jitter=lambda: 0.5)
+    return WebhookSink(
+        settings, sleep=ticker.sleep, monotonic=ticker, jitter=lambda: 0.5, wall=lambda: SENT_AT
+    )
 
 
 def test_retried_until_accepted_and_signed(receiver: tuple[Receiver, str]) -> None:
@@ -115,10 +117,9 @@ def test_retried_until_accepted_and_signed(receiver: tuple[Receiver, str]) -> No
     assert ticker.now == 0.75 + 1.5
     ids = set()
     for headers, body in state.received:
-        assert verify(SECRET, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], body)
-        assert not verify(
-            b"another-secret-16bytes", headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], body
-        )
+        assert headers[TIMESTAMP_HEADER] == str(int(SENT_AT))
+        assert verify(SECRET, headers, body, now=SENT_AT)
+        assert not verify(b"another-secret-16bytes", headers, body, now=SENT_AT)
         assert json.loads(body) == event().to_json()
         ids.add(headers[IDEMPOTENCY_HEADER])
     assert ids == {event().id}
@@ -178,16 +179,40 @@ def test_queue_sends_in_order_and_counts_overflow(receiver: tuple[Receiver, str]
 
 
 def test_signature_is_hmac_of_timestamp_and_body() -> None:
-    """The documented receiver check: HMAC-SHA256 over "<timestamp>." + body, hex, v1= prefix."""
+    """The signature is HMAC-SHA256 over "<timestamp>." + body, in hex with a v1= prefix."""
     import hashlib
     import hmac
 
     body = b'{"id":"ev-1"}'
     expected = hmac.new(SECRET, b"1777000000." + body, hashlib.sha256).hexdigest()
     assert sign(SECRET, 1777000000, body) == "v1=" + expected
-    assert verify(SECRET, "1777000000", "v1=" + expected, body)
-    assert not verify(SECRET, "1777000001", "v1=" + expected, body)
-    assert not verify(SECRET, "not-a-time", "v1=" + expected, body)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "now", "body", "accepted"),
+    [
+        ("1777000000", 1_777_000_000.0, b'{"id":"ev-1"}', True),
+        ("1777000000", 1_777_000_300.0, b'{"id":"ev-1"}', True),  # at the tolerance
+        ("1777000000", 1_777_000_301.0, b'{"id":"ev-1"}', False),  # stale: a replayed capture
+        ("1777000000", 1_776_999_699.0, b'{"id":"ev-1"}', False),  # from the future
+        ("1777000000", 1_777_000_000.0, b'{"id":"ev-2"}', False),  # another body
+        ("1777000001", 1_777_000_000.0, b'{"id":"ev-1"}', False),  # another timestamp
+        ("not-a-time", 1_777_000_000.0, b'{"id":"ev-1"}', False),
+        ("\u00b9\u00b2", 1_777_000_000.0, b'{"id":"ev-1"}', False),  # digits int() refuses
+        ("", 1_777_000_000.0, b'{"id":"ev-1"}', False),
+    ],
+)
+def test_receiver_verify(timestamp: str, now: float, body: bytes, accepted: bool) -> None:
+    """The documented receiver helper accepts our signature over the body within the
+    tolerance, with header names in any case, and refuses everything else without raising."""
+    signature = sign(SECRET, 1777000000, b'{"id":"ev-1"}')
+    headers = {"x-distill-guard-timestamp": timestamp, "X-DISTILL-GUARD-SIGNATURE": signature}
+    assert verify(SECRET, headers, body, now=now) is accepted
+
+
+def test_receiver_verify_without_signature_headers() -> None:
+    """A POST without our headers is refused."""
+    assert not verify(SECRET, {}, b"{}", now=1_777_000_000.0)
 
 
 def test_settings_refuse_bad_input(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -78,9 +78,20 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return "v1=" + mac.hexdigest()
 
 
-def verify(secret: bytes, timestamp: str, signature: str, body: bytes) -> bool:
-    """Whether a received signature is ours (what a receiver checks; tolerance is its own)."""
-    if not timestamp.isdigit():
+def verify(
+    secret: bytes, headers: Mapping[str, str], body: bytes, *, now: float, tolerance: float = 300.0
+) -> bool:
+    """Whether a received POST is signed with `secret` at most `tolerance` seconds from `now`.
+
+    The receiver's check (docs/events.md, "Webhook"), made on the raw body before
+    parsing it. Header names match in any case; a stale timestamp fails, so a
+    captured request cannot be replayed later.
+    """
+    named = {name.lower(): value for name, value in headers.items()}
+    timestamp = named.get(TIMESTAMP_HEADER.lower(), "")
+    signature = named.get(SIGNATURE_HEADER.lower(), "")
+    # isascii: str.isdigit also accepts digits int() refuses, such as superscripts.
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > tolerance:
         return False
     return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
 
