@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from authz.cli import main
 from tests.fakes import ACME_KEY, DEMO_ACCOUNTS, DEMO_RULES
@@ -159,3 +160,101 @@ def test_events_out_without_an_events_section_warns(
         f"distill-guard replay: warning: {events} stays empty: events need an `events` section"
         in capsys.readouterr().err
     )
+
+
+# --- a sign-up burst, end to end --------------------------------------------------------
+
+T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+BURST_NET = "79.192.7"  # a /24 of the demo GeoIP data (DE, AS3320)
+
+
+def _account(name: str, created: float, kyc: str = "unverified") -> dict[str, Any]:
+    """A line of the accounts file: its key's secret is `dg_test_<name>` padded."""
+    tier = "free" if kyc == "unverified" else "pro"
+    return {
+        "account": name,
+        "entity": name,
+        "tier": tier,
+        "kyc": kyc,
+        "country": "DE",
+        "created": datetime.fromtimestamp(created, UTC).isoformat(),
+        "keys": [{"id": f"k_{name}", "secret": f"dg_test_{name}".ljust(28, "0")}],
+    }
+
+
+def _request(ts: float, name: str, ip: str) -> dict[str, Any]:
+    """One traffic line: the account's key, from `ip`, asking a small model."""
+    body = {"model": "small-1", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    return {
+        "ts": ts,
+        "source_ip": ip,
+        "method": "POST",
+        "path": "/v1/messages",
+        "headers": {"x-api-key": f"dg_test_{name}".ljust(28, "0"), "user-agent": "sdk/1.0"},
+        "body": json.dumps(body),
+    }
+
+
+@pytest.fixture(scope="module")
+def burst_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Traffic and accounts built by hand: six unverified accounts opened within half an
+    hour and first seen from one /24 (the burst); six more opened as close together but
+    each first seen from a network of its own (the control); one verified account calling
+    from an embargoed country. Every account sends three requests 15 minutes apart."""
+    root = tmp_path_factory.mktemp("burst")
+    accounts, traffic = [], []
+    groups = {
+        "burst": [f"{BURST_NET}.{10 + i}" for i in range(6)],
+        "spread": [f"79.192.{20 + i}.10" for i in range(6)],
+    }
+    for g, (group, ips) in enumerate(groups.items()):
+        for i, ip in enumerate(ips):
+            name = f"{group}{i}"
+            accounts.append(_account(name, T0 - 3600 + i * 300))
+            traffic += [_request(T0 + g * 30 + i * 60 + k * 900, name, ip) for k in range(3)]
+    accounts.append(_account("exile", T0 - 86400, kyc="verified"))
+    traffic.append(_request(T0 + 100, "exile", "2.176.1.1"))
+    (root / "accounts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in accounts))
+    traffic.sort(key=lambda line: line["ts"])
+    (root / "traffic.jsonl").write_text("".join(json.dumps(t) + "\n" for t in traffic))
+    return root
+
+
+@pytest.mark.parametrize("detection", [True, False])
+def test_a_signup_burst_from_one_network_is_one_event(burst_files: Path, detection: bool) -> None:
+    """A replay reports exactly one unverified_signup_burst, naming the accounts of the one
+    /24 and none of the control group spread over six networks, and the one jurisdiction
+    denial; with `detection.enabled: false` too (neither kind needs the analysis)."""
+    rules = yaml.safe_load(DEMO_RULES.read_text())
+    rules["detection"]["enabled"] = detection
+    rules["events"] = {
+        "campaign_cluster": {"enabled": False},
+        "unverified_signup_burst": {"min_accounts": 5, "window": "1h"},
+    }
+    out = burst_files / f"detection-{detection}"
+    out.mkdir()
+    (out / "rules.yaml").write_text(yaml.safe_dump(rules))
+    status = main(
+        [
+            *("replay", str(burst_files / "traffic.jsonl"), "--quiet"),
+            *("--rules", str(out / "rules.yaml")),
+            *("--accounts", str(burst_files / "accounts.jsonl")),
+            *("--geoip", "demo", "--out", str(out / "decisions.jsonl")),
+            *("--events-out", str(out / "events.jsonl")),
+        ]
+    )
+    assert status == 0
+    events = _lines(out / "events.jsonl")
+    assert Counter(e["kind"] for e in events) == {
+        "unverified_signup_burst": 1,
+        "restricted_jurisdiction": 1,
+    }
+    [burst] = [e for e in events if e["kind"] == "unverified_signup_burst"]
+    assert burst["incident"] == f"unverified_signup_burst:network:{BURST_NET}.0/24"
+    # Reported at the first analysis that saw five of them; the sixth joins the same
+    # incident later and is not a second event.
+    assert burst["accounts"] == [f"burst{i}" for i in range(5)]
+    assert burst["networks"] == [f"{BURST_NET}.0/24"]
+    [denied] = [e for e in events if e["kind"] == "restricted_jurisdiction"]
+    assert denied["incident"] == "restricted_jurisdiction:embargoed-ip:2.176.1.0/24"
+    assert denied["accounts"] == ["exile"]

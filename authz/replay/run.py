@@ -294,9 +294,11 @@ class Replayer:
             sink.content = ContentPolicy(
                 audit.content_bytes, key_headers=lambda: rules.current().key_headers
             )
-        detection = self.app.rules.current().detection
+        current = self.app.rules.current()
         self.offpath: OffPath | None = None
-        if analysis_lag is not None and detection.enabled:
+        # Reportable events need the off-path run even when detection is off, as live
+        # `analyze` reports them whatever `detection.enabled` says (docs/events.md).
+        if analysis_lag is not None and (current.detection.enabled or current.events is not None):
             event_sinks = [s for s in (audit, events_out) if s is not None]
             self.offpath = sink.offpath = OffPath(
                 self.app, lag=analysis_lag, interval=analysis_interval, event_sinks=event_sinks
