@@ -123,6 +123,11 @@ def _converter(f: Field[object]) -> Callable[[str], object]:
     return str
 
 
+def convert_setting(name: str, text: str) -> object:
+    """`text` converted as serve converts setting `name`; ValueError when serve would refuse it."""
+    return _converter(next(f for f in fields(Settings) if f.name == name))(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; its default comes from DISTILL_GUARD_<NAME> or the field.
 

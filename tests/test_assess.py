@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from authz.assess.findings import Severity
 from authz.assess.review import REGISTRY  # importing review registers every check
@@ -70,12 +71,16 @@ def test_weak_deployment_gets_each_planted_finding(capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     ("check_id", "evidence"),
     [
-        ("DG-ID-004", "envoy.yaml:43 "),
+        ("DG-ID-004", "envoy.yaml:44 "),
         ("DG-ID-005", "disabled for {'prefix': '/v1/batch'}"),
         ("DG-JU-003", "rules.yaml:8 client_ip.trusted_proxies: 0.0.0.0/0"),
         ("DG-JU-001", "denied by IP but not by KYC country: CU, IR, KP, SY"),
         ("DG-ID-012", "tier 'platinum'"),
         ("DG-ID-009", "serve.env:8 DISTILL_GUARD_REGISTRY_CACHE_TTL: 300 s"),
+        ("DG-OG-002", "tiers.trial.max_thinking_tokens: 1000000 above 4096"),
+        ("DG-OG-002", "tiers.free (max_thinking_tokens not present): free admits"),
+        ("DG-OG-006", "virtual_hosts.0.request_headers_to_add.0: adds x-distill-reasoning"),
+        ("DG-OG-006", "routes.1.request_headers_to_add.0: adds X_Distill_Max_Thinking_Tokens"),
     ],
 )
 def test_weak_findings_point_at_the_planted_line(
@@ -136,6 +141,27 @@ def test_report_files_are_deterministic_and_self_contained(
     assert "DG-ID-004" in (tmp_path / "a" / "assessment.md").read_text()
 
 
+_VHOSTS_5 = """static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config: {route_config: {virtual_hosts: [5]}}
+"""
+_SUFFIX = {"--envoy": "e.yaml", "--serve-config": "m.yaml"}
+
+
+def _as_file(tmp: Path, flag: str, value: str) -> str:
+    """A file argument given inline (it holds a newline) written to a file; others as they are."""
+    if "\n" not in value:
+        return value
+    name = _SUFFIX[flag]
+    if flag == "--serve-config" and not value.startswith("spec"):
+        name = "m.sh" if value.startswith("distill-guard") else "m.env"
+    (tmp / name).write_text(value)
+    return str(tmp / name)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -150,13 +176,37 @@ def test_report_files_are_deterministic_and_self_contained(
             "--admin needs --admin-token-file",
         ),
         ([], "nothing to assess"),
+        (["--envoy", "static_resources: 5\n"], "static_resources: expected a mapping, got 5"),
+        (
+            ["--envoy", "static_resources: {listeners: [5]}\n"],
+            "static_resources.listeners.0: expected a mapping, got 5",
+        ),
+        (["--envoy", _VHOSTS_5], "route_config.virtual_hosts.0: expected a mapping, got 5"),
+        (
+            ["--envoy", "static_resources: {}\nadmin: {address: 7}\n"],
+            "admin.address: expected a mapping, got 7",
+        ),
+        (["--serve-config", "spec: 5\n"], "m.yaml: spec: expected a mapping, got 5"),
+        (
+            ["--serve-config", "spec: {containers: [{name: distill-guard, env: 5}]}\n"],
+            "spec.containers.0.env: expected a list, got 5",
+        ),
+        (
+            ["--serve-config", "DISTILL_GUARD_REGISTRY_CACHE_TTL=soon\n"],
+            "m.env:1 DISTILL_GUARD_REGISTRY_CACHE_TTL: 'soon': serve refuses this value",
+        ),
+        (
+            ["--serve-config", "distill-guard serve --check-budget=fast\n"],
+            "m.sh --check-budget: 'fast': serve refuses this value",
+        ),
         (["--campaign"], "--campaign needs --rules"),
     ],
 )
 def test_bad_inputs_exit_2_with_a_message(
-    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
 ) -> None:
     """A bad file or flag is one clear line on stderr and exit status 2, never a traceback."""
+    args = [_as_file(tmp_path, flag, value) for flag, value in zip(["", *args], args, strict=False)]
     assert main(["assess", *args]) == 2
     err = capsys.readouterr().err
     assert message in err
@@ -213,3 +263,51 @@ def test_unreachable_store_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     """A Redis nobody listens on is one clear line and exit 2."""
     assert main(["assess", "--store", "redis://127.0.0.1:9/0"]) == 2
     assert "the store did not answer" in capsys.readouterr().err
+
+
+def _rules_file(tmp: Path, extra: dict[str, object]) -> str:
+    base: dict[str, object] = {
+        "version": "t",
+        "tiers": {"free": {"allow_unverified": True, "reasoning": "none"}},
+    }
+    path = tmp / "rules.yaml"
+    path.write_text(yaml.safe_dump({**base, **extra}))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, ("DG-JU-001", "fail", "rules.yaml jurisdiction.rules (not present): no country")),
+        ({"client_ip": {"trusted_proxies": ["::/8"]}}, ("DG-JU-003", "fail", "::/8 trusts every")),
+        ({"client_ip": {"trusted_proxies": ["2001:db8::/31"]}}, ("DG-JU-003", "fail", "/31")),
+        ({"client_ip": {"trusted_proxies": ["2001:db8::/32"]}}, ("DG-JU-003", "pass", "XFF read")),
+        ({"client_ip": {"trusted_proxies": ["10.0.0.0/8"]}}, ("DG-JU-003", "pass", "XFF read")),
+        ({"client_ip": {"trusted_proxies": ["10.0.0.0/7"]}}, ("DG-JU-003", "fail", "10.0.0.0/7")),
+    ],
+)
+def test_rules_checks_on_small_rules_files(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    extra: dict[str, object],
+    expected: tuple[str, str, str],
+) -> None:
+    """No jurisdiction rule fails and says 'not present'; proxy prefixes are judged per family."""
+    check_id, status, evidence = expected
+    _, report = _assess_json(capsys, ["--rules", _rules_file(tmp_path, extra)])
+    found = _by_id(report)[check_id]
+    assert found["status"] == status
+    assert any(evidence in e for e in found["evidence"]), found["evidence"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("ttl", ["nan", "-5", "inf"])
+def test_registry_cache_ttl_must_be_a_duration(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, ttl: str
+) -> None:
+    """A cache lifetime serve takes but that means nothing (nan, below 0, inf) fails DG-ID-009."""
+    env = tmp_path / "serve.env"
+    env.write_text(f"DISTILL_GUARD_REGISTRY_CACHE_TTL={ttl}\n")
+    _, report = _assess_json(capsys, ["--serve-config", str(env)])
+    found = _by_id(report)["DG-ID-009"]
+    assert found["status"] == "fail"
+    assert found["evidence"][0].startswith("serve.env:1 DISTILL_GUARD_REGISTRY_CACHE_TTL: ")  # type: ignore[index]

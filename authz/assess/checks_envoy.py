@@ -7,12 +7,15 @@ route that could switch the filter off. Evidence names `file:line path`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from authz.assess.deployment import Deployment
 from authz.assess.findings import Outcome, Severity, check
+from authz.errors import ConfigError
+from authz.governance import GOVERNANCE_PREFIX
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _HCM_NAME = "envoy.filters.network.http_connection_manager"
@@ -28,35 +31,82 @@ class Manager:
     authz_path: str
 
 
-def _is(item: Any, name: str, type_fragment: str) -> bool:
-    if not isinstance(item, dict):
-        return False
-    kind = str((item.get("typed_config") or {}).get("@type", ""))
+def _map(d: Deployment, value: Any, path: str) -> dict[str, Any]:
+    """`value` as a mapping (absent is empty); ConfigError naming file and path otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _shape(d, path, "a mapping", value)
+    return value
+
+
+def _seq(d: Deployment, value: Any, path: str) -> list[Any]:
+    """`value` as a list (absent is empty); ConfigError naming file and path otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _shape(d, path, "a list", value)
+    return value
+
+
+def _shape(d: Deployment, path: str, wanted: str, value: Any) -> ConfigError:
+    assert d.envoy_doc is not None
+    return ConfigError(str(d.envoy_doc.path), path, f"expected {wanted}, got {value!r}")
+
+
+def _is(d: Deployment, item: Any, path: str, name: str, type_fragment: str) -> bool:
+    item = _map(d, item, path)
+    kind = str(_map(d, item.get("typed_config"), f"{path}.typed_config").get("@type", ""))
     return item.get("name") == name or kind.endswith(type_fragment)
 
 
-def managers(envoy: dict[str, Any]) -> Iterator[Manager]:
+def managers(d: Deployment) -> Iterator[Manager]:
     """Every HTTP connection manager of the static listeners."""
-    listeners = (envoy.get("static_resources") or {}).get("listeners") or []
+    assert d.envoy is not None
+    root = "static_resources"
+    resources = _map(d, d.envoy.get(root), root)
+    listeners = _seq(d, resources.get("listeners"), f"{root}.listeners")
     for li, listener in enumerate(listeners):
-        for ci, chain in enumerate((listener or {}).get("filter_chains") or []):
-            for fi, item in enumerate((chain or {}).get("filters") or []):
-                if not _is(item, _HCM_NAME, ".HttpConnectionManager"):
+        lpath = f"{root}.listeners.{li}"
+        chains = _seq(d, _map(d, listener, lpath).get("filter_chains"), f"{lpath}.filter_chains")
+        for ci, chain in enumerate(chains):
+            cpath = f"{lpath}.filter_chains.{ci}"
+            items = _seq(d, _map(d, chain, cpath).get("filters"), f"{cpath}.filters")
+            for fi, item in enumerate(items):
+                path = f"{cpath}.filters.{fi}"
+                if not _is(d, item, path, _HCM_NAME, ".HttpConnectionManager"):
                     continue
-                path = f"static_resources.listeners.{li}.filter_chains.{ci}.filters.{fi}"
-                config = item.get("typed_config") or {}
-                authz, authz_path = None, f"{path}.typed_config.http_filters"
-                for hi, f in enumerate(config.get("http_filters") or []):
-                    if _is(f, EXT_AUTHZ, ".ExtAuthz"):
-                        authz = f.get("typed_config") or {}
-                        authz_path = f"{path}.typed_config.http_filters.{hi}.typed_config"
+                config = _map(d, item.get("typed_config"), f"{path}.typed_config")
+                filters_path = f"{path}.typed_config.http_filters"
+                authz, authz_path = None, filters_path
+                for hi, f in enumerate(_seq(d, config.get("http_filters"), filters_path)):
+                    if _is(d, f, f"{filters_path}.{hi}", EXT_AUTHZ, ".ExtAuthz"):
+                        authz_path = f"{filters_path}.{hi}.typed_config"
+                        authz = _map(d, f.get("typed_config"), authz_path)
                         break
                 yield Manager(f"{path}.typed_config", config, authz, authz_path)
 
 
 def _envoy(d: Deployment) -> list[Manager]:
-    assert d.envoy is not None
-    return list(managers(d.envoy))
+    return list(managers(d))
+
+
+def _virtual_hosts(d: Deployment, m: Manager) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every virtual host of a manager's inline route_config, with its dotted path."""
+    rc_path = f"{m.path}.route_config"
+    vhosts = _map(d, m.config.get("route_config"), rc_path).get("virtual_hosts")
+    for vi, vhost in enumerate(_seq(d, vhosts, f"{rc_path}.virtual_hosts")):
+        vpath = f"{rc_path}.virtual_hosts.{vi}"
+        yield vpath, _map(d, vhost, vpath)
+
+
+def _routes(
+    d: Deployment, vpath: str, vhost: dict[str, Any]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every route of a virtual host, with its dotted path."""
+    for ri, route in enumerate(_seq(d, vhost.get("routes"), f"{vpath}.routes")):
+        rpath = f"{vpath}.routes.{ri}"
+        yield rpath, _map(d, route, rpath)
 
 
 @check(
@@ -115,17 +165,14 @@ def no_route_bypass(d: Deployment) -> Outcome:
     """A per-route `disabled: true` exempts that path from every control."""
     bad: list[str] = []
     for m in _envoy(d):
-        vhosts = (m.config.get("route_config") or {}).get("virtual_hosts") or []
-        for vi, vhost in enumerate(vhosts):
-            vpath = f"{m.path}.route_config.virtual_hosts.{vi}"
+        for vpath, vhost in _virtual_hosts(d, m):
             if _disables(vhost.get("typed_per_filter_config")):
                 bad.append(f"{d.envoy_at(vpath + '.typed_per_filter_config')}: disabled")
-            for ri, route in enumerate(vhost.get("routes") or []):
+            for rpath, route in _routes(d, vpath, vhost):
                 if _disables(route.get("typed_per_filter_config")):
                     match = route.get("match") or {}
                     bad.append(
-                        f"{d.envoy_at(f'{vpath}.routes.{ri}.typed_per_filter_config')}: "
-                        f"disabled for {match}"
+                        f"{d.envoy_at(f'{rpath}.typed_per_filter_config')}: disabled for {match}"
                     )
     return ("fail", bad) if bad else ("pass", ["no per-route or per-host exemption"])
 
@@ -142,12 +189,51 @@ def underscores_dropped(d: Deployment) -> Outcome:
     """CGI-style servers read `x_distill_reasoning` as `x-distill-reasoning`."""
     bad = []
     for m in _envoy(d):
-        options = m.config.get("common_http_protocol_options") or {}
+        options = _map(
+            d,
+            m.config.get("common_http_protocol_options"),
+            f"{m.path}.common_http_protocol_options",
+        )
         action = options.get("headers_with_underscores_action", "ALLOW")
         if action not in ("DROP_HEADER", "REJECT_REQUEST"):
             where = d.envoy_at(f"{m.path}.common_http_protocol_options")
             bad.append(f"{where}: headers_with_underscores_action {action}")
     return ("fail", bad) if bad else ("pass", ["headers with underscores are dropped"])
+
+
+def _governance_added(d: Deployment, holder: dict[str, Any], path: str) -> list[str]:
+    """x-distill-* headers a route_config, virtual host or route adds to the request."""
+    found = []
+    added_path = f"{path}.request_headers_to_add"
+    for i, entry in enumerate(_seq(d, holder.get("request_headers_to_add"), added_path)):
+        entry_path = f"{added_path}.{i}"
+        header = _map(d, _map(d, entry, entry_path).get("header"), f"{entry_path}.header")
+        name = str(header.get("key", "")).lower().replace("_", "-")
+        if name.startswith(GOVERNANCE_PREFIX):
+            found.append(f"{d.envoy_at(entry_path)}: adds {header.get('key')}")
+    return found
+
+
+@check(
+    "DG-OG-006",
+    "No route adds x-distill-* headers after the check",
+    Severity.HIGH,
+    5,
+    ("envoy",),
+    fix="# remove from route_config, virtual hosts and routes:\nrequest_headers_to_add:\n"
+    "  - header: {key: x-distill-reasoning, value: full}",
+)
+def no_governance_headers_added(d: Deployment) -> Outcome:
+    """The router applies request_headers_to_add after ext_authz: it overrides governance."""
+    bad: list[str] = []
+    for m in _envoy(d):
+        rc_path = f"{m.path}.route_config"
+        bad += _governance_added(d, _map(d, m.config.get("route_config"), rc_path), rc_path)
+        for vpath, vhost in _virtual_hosts(d, m):
+            bad += _governance_added(d, vhost, vpath)
+            for rpath, route in _routes(d, vpath, vhost):
+                bad += _governance_added(d, route, rpath)
+    return ("fail", bad) if bad else ("pass", ["no route adds a governance header"])
 
 
 @check(
@@ -201,10 +287,12 @@ def body_sent(d: Deployment) -> Outcome:
 def admin_loopback(d: Deployment) -> Outcome:
     """The admin port can drain listeners and dump the configuration."""
     assert d.envoy is not None
-    admin = d.envoy.get("admin")
+    admin = _map(d, d.envoy.get("admin"), "admin")
     if not admin:
         return "pass", ["no admin interface"]
-    address = str(((admin.get("address") or {}).get("socket_address") or {}).get("address", ""))
+    address_map = _map(d, admin.get("address"), "admin.address")
+    socket = _map(d, address_map.get("socket_address"), "admin.address.socket_address")
+    address = str(socket.get("address", ""))
     if address.startswith("127.") or address in ("::1", "localhost"):
         return "pass", [f"admin on {address}"]
     return "fail", [f"{d.envoy_at('admin.address.socket_address.address')}: {address}"]
@@ -233,14 +321,17 @@ def budget_below_timeout(d: Deployment) -> Outcome:
     """Otherwise slow checks end as Envoy's anonymous 503s, without reason or audit."""
     assert d.serve is not None
     try:
-        budget = float(d.serve.effective("check_budget"))
+        budget = d.serve.number("check_budget")
     except ValueError:
         return "fail", [f"{d.serve.at('check_budget')}: not a number"]
+    if not math.isfinite(budget) or budget <= 0:
+        return "fail", [f"{d.serve.at('check_budget')}: {budget:g} is not a duration"]
     bad = []
     for m in _envoy(d):
         if m.authz is None:
             continue
-        timeout = _seconds((m.authz.get("grpc_service") or {}).get("timeout", "0.2s"))
+        service = _map(d, m.authz.get("grpc_service"), m.authz_path + ".grpc_service")
+        timeout = _seconds(service.get("timeout", "0.2s"))
         if timeout is not None and budget >= timeout:
             where = d.envoy_at(m.authz_path + ".grpc_service.timeout")
             bad.append(f"{where}: {timeout:g}s, check budget {budget:g}s")

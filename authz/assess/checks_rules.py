@@ -11,6 +11,13 @@ from authz.assess.findings import Outcome, Severity, check
 from authz.rules import CompiledTier, Rules
 
 DETECTORS_APPLIED = ("template_spread", "elicitation", "regularity", "verdict")
+# Thinking budget a tier open to unverified accounts may grant (docs/assess.md): enough
+# for ordinary step-by-step answers, too little to make each throwaway account a cheap
+# source of long traces.
+UNVERIFIED_THINKING_CEILING = 4096
+# Shortest trusted-proxy prefix per IP version: an IPv4 /8 is the largest block one
+# organisation holds; an IPv6 /32 is a whole provider's allocation. Shorter is "anyone".
+MIN_PROXY_PREFIX = {4: 8, 6: 32}
 
 
 def _rules(d: Deployment) -> Rules:
@@ -85,13 +92,25 @@ def unverified_no_full_reasoning(d: Deployment) -> Outcome:
 )
 def unverified_thinking_cap(d: Deployment) -> Outcome:
     """A large thinking budget on a cheap account is a cheap source of long traces."""
-    bad = [
-        f"{d.rule_at(f'tiers.{t.name}')}: {t.name} admits unverified accounts, reasoning "
-        f"{t.reasoning}, no max_thinking_tokens"
-        for t in _unverified_tiers(_rules(d))
-        if t.reasoning != "none" and t.max_thinking_tokens is None
-    ]
-    return _outcome(bad, "every unverified tier that shows reasoning caps thinking")
+    bad = []
+    for t in _unverified_tiers(_rules(d)):
+        if t.reasoning == "none":
+            continue
+        if t.max_thinking_tokens is None:
+            bad.append(
+                f"{d.rule_at(f'tiers.{t.name}.max_thinking_tokens')}: {t.name} admits unverified "
+                f"accounts, reasoning {t.reasoning}, no max_thinking_tokens"
+            )
+        elif t.max_thinking_tokens > UNVERIFIED_THINKING_CEILING:
+            bad.append(
+                f"{d.rule_at(f'tiers.{t.name}.max_thinking_tokens')}: {t.max_thinking_tokens} "
+                f"above {UNVERIFIED_THINKING_CEILING} for a tier open to unverified accounts"
+            )
+    return _outcome(
+        bad,
+        f"every unverified tier that shows reasoning caps thinking at "
+        f"{UNVERIFIED_THINKING_CEILING} tokens or less",
+    )
 
 
 @check(
@@ -282,7 +301,7 @@ def kyc_country_rule(d: Deployment) -> Outcome:
     by_ip = _denied_countries(rules, "ip_country")
     missing = sorted(by_ip - _denied_countries(rules, "kyc_country"))
     if not by_ip:
-        return "warn", [f"{d.rule_at('jurisdiction.rules')}: no country is denied by IP or KYC"]
+        return "fail", [f"{d.rule_at('jurisdiction.rules')}: no country is denied by IP or KYC"]
     if missing:
         return "fail", [
             f"{d.rule_at('jurisdiction.rules')}: denied by IP but not by KYC country: "
@@ -325,7 +344,7 @@ def xff_trust(d: Deployment) -> Outcome:
     bad = [
         f"{d.rule_at('client_ip.trusted_proxies')}: {net} trusts every address as a proxy"
         for net in policy.trusted_proxies
-        if net.prefixlen < 8
+        if net.prefixlen < MIN_PROXY_PREFIX[net.version]
     ]
     if policy.trusted_hops > 0 and not policy.trusted_proxies:
         bad.append(

@@ -126,6 +126,7 @@ def _probe(ns: argparse.Namespace, d: Deployment) -> tuple[list[Finding], probes
     )
     minted = None
     try:
+        probes.preflight(target)
         if ns.admin and not ns.unverified_key:
             tier = ns.admin_tier or minting.unverified_tier(d.rules)
             # A live action: the key's expiry follows the real clock, not --now.
@@ -199,6 +200,8 @@ def assess(ns: argparse.Namespace) -> Report:
         found, target = _probe(ns, d)
         findings += found
         exchanges, sent = target.exchanges, target.bytes_sent
+        if target.lost is not None:
+            report_parts["live probes"] += f"; cut short: {target.lost}, the rest unverifiable"
     scenarios: list[campaign.ScenarioResult] = []
     if ns.campaign:
         with tempfile.TemporaryDirectory(prefix="dg-assess-") as tmp:

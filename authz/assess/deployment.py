@@ -46,13 +46,20 @@ class Located:
     lines: dict[str, int]
 
     def at(self, dotted: str) -> str:
-        """`file:line dotted.path` (the nearest enclosing line when the path is absent)."""
+        """`file:line dotted.path`; an absent path names its nearest parent and what is missing."""
+        line = self.lines.get(dotted)
+        if line is not None:
+            return f"{self.path.name}:{line} {dotted}"
         parts = dotted.split(".")
-        for n in range(len(parts), -1, -1):
-            line = self.lines.get(".".join(parts[:n]))
+        # Stop before the root: its line is merely the document's first one, which
+        # would point a reader at an unrelated key.
+        for n in range(len(parts) - 1, 0, -1):
+            parent = ".".join(parts[:n])
+            line = self.lines.get(parent)
             if line is not None:
-                return f"{self.path.name}:{line} {dotted}"
-        return f"{self.path.name} {dotted}"
+                missing = ".".join(parts[n:])
+                return f"{self.path.name}:{line} {parent} ({missing} not present)"
+        return f"{self.path.name} {dotted} (not present)"
 
 
 @dataclass

@@ -11,8 +11,10 @@ probes read them; when it does not, a probe that needs them is
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,9 @@ ELICIT = (
     "reasoning in full before the answer, then check each step again."
 )
 JURISDICTION_REASONS = {"country_denied", "network_denied", "jurisdiction_denied"}
+# A refusal that shows the elicitation control at work: detection, the KYC gate, or the
+# tier's model list. Anything else (a bad key, a quota, an outage) says nothing about it.
+ELICITATION_REFUSALS = {"extraction_denied", "verification_required", "model_not_allowed"}
 
 NO_KEY = CheckInfo(
     "DG-ID-101",
@@ -111,7 +116,7 @@ ALL_PROBES = (
 
 
 class ProbeError(Exception):
-    """The target could not be reached at all."""
+    """The target could not be reached, or stopped answering."""
 
 
 def key_label(key: str) -> str:
@@ -158,6 +163,7 @@ class Target:
     rules: Rules | None = None
     exchanges: list[Exchange] = field(default_factory=list)
     bytes_sent: int = 0
+    lost: str | None = None  # why the probes stopped early, when the target went away
 
     @property
     def key_header(self) -> str:
@@ -185,7 +191,7 @@ class Target:
                 body=body,
                 timeout=15.0,
             )
-        except (OSError, urllib.error.URLError) as exc:
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
             raise ProbeError(f"cannot reach {self.url}: {exc}") from None
         self.bytes_sent += len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
         payload = _json(res.body)
@@ -220,6 +226,8 @@ def refused(
         return info.finding("pass", evidence)
     if ex.status < 300:
         return info.finding("fail", [*evidence, "the request reached the model server"])
+    if ex.status >= 500:
+        return info.finding("fail", [*evidence, "a server error, not a clear answer"])
     return info.finding("warn", [*evidence, f"expected HTTP {'/'.join(map(str, sorted(ok)))}"])
 
 
@@ -322,7 +330,12 @@ def probe_elicitation(t: Target) -> Finding:
         _, ex = t.send(info.id, what, t.auth(t.unverified_key), json.dumps(body).encode())
         if ex.status >= 300:
             evidence.append(f"{what} -> {_said(ex)}")
-            return info.finding("pass", [*evidence, f"refused after {n} request(s)"])
+            if ex.status == 403 and ex.reason in ELICITATION_REFUSALS:
+                return info.finding("pass", [*evidence, f"refused after {n} request(s)"])
+            return info.finding(
+                "unverifiable",
+                [*evidence, "refused for a reason that is not detection, KYC or the model list"],
+            )
         if ex.upstream is None:
             blind += 1
             continue
@@ -373,23 +386,48 @@ def probe_burst(t: Target) -> Finding:
     return info.finding("fail", [*evidence, f"no 429 within {ceiling} requests"])
 
 
+def preflight(t: Target) -> None:
+    """One request with the test key; ProbeError unless it is served (2xx)."""
+    _, ex = t.send("preflight", f"test {key_label(t.key)}", t.auth(t.key))
+    if not 200 <= ex.status < 300:
+        # Every probe after this one leans on the test key: judging them against a key the
+        # deployment refuses would fill the report with findings that mean nothing.
+        raise ProbeError(f"--key is refused: {_said(ex)}")
+
+
 def run_probes(t: Target) -> list[Finding]:
-    """Every probe in turn; the elicitation runs before the burst that may share its key."""
-    out = [
-        refused(t, NO_KEY, "no key", {}, {401}),
-        refused(t, FORGED_KEY, "made-up key", t.auth("dg_assess_made_up_key_0000"), {401}),
-    ]
-    if t.revoked_key is None:
-        out.append(REVOKED_KEY.finding("unverifiable", ["no --revoked-key given"]))
-    else:
+    """Every probe in turn; the elicitation runs before the burst that may share its key.
+
+    When the target stops answering part-way, the probes already done keep their
+    findings and the rest are recorded as unverifiable, with the reason in `t.lost`.
+    """
+
+    def revoked() -> Finding:
+        if t.revoked_key is None:
+            return REVOKED_KEY.finding("unverifiable", ["no --revoked-key given"])
         label = f"revoked {key_label(t.revoked_key)}"
-        out.append(refused(t, REVOKED_KEY, label, t.auth(t.revoked_key), {401, 403}))
-    out += [
-        probe_forged_xff(t),
-        probe_forged_headers(t),
-        probe_oversize(t),
-        probe_malformed(t),
-        probe_elicitation(t),
-        probe_burst(t),
+        return refused(t, REVOKED_KEY, label, t.auth(t.revoked_key), {401, 403})
+
+    made_up = t.auth("dg_assess_made_up_key_0000")
+    steps: list[tuple[CheckInfo, Callable[[], Finding]]] = [
+        (NO_KEY, lambda: refused(t, NO_KEY, "no key", {}, {401})),
+        (FORGED_KEY, lambda: refused(t, FORGED_KEY, "made-up key", made_up, {401})),
+        (REVOKED_KEY, revoked),
+        (FORGED_XFF, lambda: probe_forged_xff(t)),
+        (FORGED_HEADERS, lambda: probe_forged_headers(t)),
+        (OVERSIZE, lambda: probe_oversize(t)),
+        (MALFORMED, lambda: probe_malformed(t)),
+        (ELICITATION, lambda: probe_elicitation(t)),
+        (BURST, lambda: probe_burst(t)),
     ]
+    out: list[Finding] = []
+    for info, run in steps:
+        if t.lost is not None:
+            out.append(info.finding("unverifiable", [f"not run: {t.lost}"]))
+            continue
+        try:
+            out.append(run())
+        except ProbeError as exc:
+            t.lost = f"the target stopped answering ({exc})"
+            out.append(info.finding("unverifiable", [f"cut short: {t.lost}"]))
     return out

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from authz.errors import ConfigError
-from authz.settings import ENV_PREFIX, Settings
+from authz.settings import ENV_PREFIX, Settings, convert_setting
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))
 
@@ -53,12 +53,28 @@ class ServeConfig:
         """Where a setting was read (or that it is the default)."""
         return self.where.get(name, f"{self.source}: {name} not set (default)")
 
+    def number(self, name: str) -> float:
+        """A numeric setting's effective value, converted as serve converts it (ValueError)."""
+        value = convert_setting(name, self.effective(name))
+        if not isinstance(value, int | float):
+            raise ValueError(f"{name} is not a numeric setting")
+        return float(value)
+
+    def _set(self, setting: str, value: str, where: str) -> None:
+        # A value serve would refuse at start-up is a broken deployment, not a finding.
+        if not value.startswith("<from "):
+            try:
+                convert_setting(setting, value)
+            except ValueError:
+                raise ConfigError(where, "", f"{value!r}: serve refuses this value") from None
+        self.values[setting] = value
+        self.where[setting] = where
+
     def _set_env(self, name: str, value: str, where: str) -> None:
         if name.startswith(ENV_PREFIX):
             setting = name[len(ENV_PREFIX) :].lower()
             if setting in SETTING_NAMES and setting not in self.values:
-                self.values[setting] = value
-                self.where[setting] = f"{where} {name}"
+                self._set(setting, value, f"{where} {name}")
         elif name.startswith("OTEL_"):
             self.otel[name] = value
 
@@ -73,8 +89,7 @@ class ServeConfig:
             name, eq, value = arg[2:].partition("=")
             setting = name.replace("-", "_")
             if setting.startswith("no_") and setting[3:] in SETTING_NAMES and not eq:
-                self.values[setting[3:]] = "false"
-                self.where[setting[3:]] = f"{where} {arg}"
+                self._set(setting[3:], "false", f"{where} {arg}")
                 continue
             if setting not in SETTING_NAMES:
                 continue
@@ -84,8 +99,7 @@ class ServeConfig:
                     i += 1
                 else:
                     value = "true"  # a switch such as --audit-request-content
-            self.values[setting] = value
-            self.where[setting] = f"{where} --{name}"
+            self._set(setting, value, f"{where} --{name}")
 
 
 def load_serve_config(path: Path) -> ServeConfig:
@@ -147,47 +161,67 @@ def _from_env_file(path: Path, text: str) -> ServeConfig:
     return conf
 
 
+def _typed(path: Path, kind: type, wanted: str, value: Any, dotted: str) -> Any:
+    """`value` when it is of `kind` (absent: an empty one); ConfigError naming the path."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ConfigError(str(path), dotted, f"expected {wanted}, got {value!r}")
+    return value
+
+
 def _from_manifest(path: Path, text: str) -> ServeConfig:
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), "", f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    for doc in docs:
-        spec = doc.get("spec") or {}
-        pod = (spec.get("template") or {}).get("spec") or spec
-        if not isinstance(pod, dict):
-            continue
+    for n, doc in enumerate(docs):
+        # Name the document only when there are several, so the path reads as in the file.
+        at = f"document {n + 1}: " if len(docs) > 1 else ""
+        spec = _typed(path, dict, "a mapping", doc.get("spec"), f"{at}spec")
+        template = _typed(path, dict, "a mapping", spec.get("template"), f"{at}spec.template")
+        pod_at = f"{at}spec.template.spec" if "template" in spec else f"{at}spec"
+        pod = _typed(path, dict, "a mapping", template.get("spec"), pod_at) or spec
         for kind in ("initContainers", "containers"):
-            for container in pod.get(kind) or []:
+            listed = _typed(path, list, "a list", pod.get(kind), f"{pod_at}.{kind}")
+            for i, container in enumerate(listed):
                 if isinstance(container, dict) and _is_guard(container):
-                    return _from_container(path, doc, kind, container)
+                    return _from_container(path, doc, kind, container, f"{pod_at}.{kind}.{i}")
     raise ConfigError(str(path), "", "no distill-guard container in this manifest")
 
 
 def _is_guard(container: dict[str, Any]) -> bool:
     if container.get("name") == "distill-guard":
         return True
-    words = [str(container.get("image", ""))] + [str(w) for w in container.get("command") or []]
+    command = container.get("command")
+    words = [str(container.get("image", ""))]
+    words += [str(w) for w in command] if isinstance(command, list) else []
     return any("distill-guard" in w for w in words)
 
 
 def _from_container(
-    path: Path, doc: dict[str, Any], kind: str, container: dict[str, Any]
+    path: Path, doc: dict[str, Any], kind: str, container: dict[str, Any], dotted: str
 ) -> ServeConfig:
     name = container.get("name", "?")
     conf = ServeConfig(source=f"{path.name} ({kind}/{name})")
     replicas = (doc.get("spec") or {}).get("replicas")
     conf.replicas = replicas if isinstance(replicas, int) else None
     where = f"{path.name} {kind}/{name} env"
-    for item in container.get("env") or []:
+    for i, item in enumerate(_typed(path, list, "a list", container.get("env"), f"{dotted}.env")):
         if not isinstance(item, dict) or "name" not in item:
             continue
         if "value" in item:
             value = str(item["value"])
         else:
-            source = next(iter(item.get("valueFrom") or {"unknown": None}))
-            value = f"<from {source}>"
+            source = _typed(
+                path, dict, "a mapping", item.get("valueFrom"), f"{dotted}.env.{i}.valueFrom"
+            )
+            value = f"<from {next(iter(source), 'unknown')}>"
         conf._set_env(str(item["name"]), value, where)
-    args = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
-    conf._set_args(args, f"{path.name} {kind}/{name} args")
+    words = [
+        str(a)
+        for part in ("command", "args")
+        for a in _typed(path, list, "a list", container.get(part), f"{dotted}.{part}")
+    ]
+    conf._set_args(words, f"{path.name} {kind}/{name} args")
     return conf
