@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -385,6 +386,51 @@ def test_reportable_events_of_the_case_are_listed(
     assert case["totals"]["records"] + len(in_trail) <= case["chain"]["records_read"]
     events_chain = next(c for c in case["chain"]["chains"] if c["name"].startswith("events-"))
     assert events_chain["last_sequence"] == len(in_trail)
+
+
+def jurisdiction_incidents(rows: list[dict[str, Any]], cooldown: float) -> int:
+    """Incidents of restricted_jurisdiction counted from the trail's own decisions, as
+    docs/events.md defines them (scope `per: network`, at least one denial each): the
+    denials and dry-run would-denials of each jurisdiction rule and client network, split
+    where no denial came for longer than `cooldown` seconds."""
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        rule = r.get("rule", "")
+        denied = r.get("action") == "deny" or bool(r.get("would_deny"))
+        if "decision_id" in r and denied and rule.startswith("jurisdiction:"):
+            where = r.get("client_network") or r["account"]
+            times[rule, where].append(epoch(r["time"]))
+    incidents = 0
+    for seen in times.values():
+        seen.sort()
+        incidents += 1 + sum(b - a > cooldown for a, b in itertools.pairwise(seen))
+    return incidents
+
+
+def test_events_of_the_replay_match_the_case_and_the_trail(
+    trail: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The replayed campaign is one campaign_cluster event whose accounts and evidence are
+    the case's; jurisdiction events are as many as the incidents counted from the trail."""
+    audit = trail / "audit.jsonl"
+    rows = records(audit)
+    emitted = [json.loads(line) for line in (trail / "events.jsonl").read_text().splitlines()]
+    campaigns = [e for e in emitted if e["kind"] == "campaign_cluster"]
+    assert len(campaigns) == 1
+    campaign = campaigns[0]
+    case = case_json(capsys, campaign["cluster"], "--file", str(audit))
+    accounts = {a["account"] for a in case["accounts"]}
+    # The event names the accounts the cluster held when it was reported; the case, built
+    # later from the whole trail, also holds those the analysis added to the cluster after.
+    assert campaign["account_count"] == len(campaign["accounts"]) >= 5
+    assert set(campaign["accounts"]) <= accounts
+    case_decisions = {r["decision_id"] for r in rows if r.get("account") in accounts}
+    assert campaign["evidence"] and set(campaign["evidence"]) <= case_decisions
+    assert campaign["id"] in {e["id"] for e in case["events"]}
+
+    jurisdiction = [e for e in emitted if e["kind"] == "restricted_jurisdiction"]
+    assert jurisdiction  # the simulation's embargoed and out-of-region clients
+    assert len(jurisdiction) == jurisdiction_incidents(rows, cooldown=3600.0)
 
 
 @pytest.fixture
