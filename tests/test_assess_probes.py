@@ -32,6 +32,7 @@ pytestmark = pytest.mark.envoy
 
 BOB = "dg_demo_pro_bob_000000001"
 BOB_REVOKED = "dg_demo_pro_bob_revoked01"
+CAROL = "dg_demo_free_carol_00001"  # free tier, unverified
 ADMIN_TOKEN = "assess-test-admin-token-0123456789"
 
 
@@ -164,18 +165,34 @@ def _list_keys(admin: str) -> list[KeyView]:
 def test_bad_deployment_fails_the_probes_of_its_holes(
     deployments: Deployments, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Trusted loopback XFF, underscores let through, and fail-open Envoy with the guard down."""
+    """Trusted loopback XFF, underscores let through, a free tier with full reasoning and no
+    limits, and fail-open Envoy with the guard down: each hole fails its probe, with evidence."""
     envoy = envoyconf.load_sidecar()
     hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     del hcm["typed_config"]["common_http_protocol_options"]
     hcm["typed_config"]["http_filters"][0]["typed_config"]["failure_mode_allow"] = True
-    d = deployments.start("bad", _demo_rules(trust_loopback=True), envoy)
+    rules = _demo_rules(trust_loopback=True)
+    free = rules["tiers"]["free"]
+    free["reasoning"] = "full"
+    free["limits"] = {"on_store_failure": "fail_closed"}  # no account or entity limit
+    rules["detection"] = {"enabled": False}  # nothing restricts the elicitation either
+    d = deployments.start("bad", rules, envoy)
 
-    statuses = _status(_probe(capsys, d))
+    report = _probe(capsys, d, "--unverified-key", CAROL, "--burst-key", CAROL, "--burst-max", "12")
+    statuses = _status(report)
     assert statuses["DG-JU-101"] == "fail"  # the forged address placed the client in Iran
     assert statuses["DG-OG-101"] == "fail"  # x_distill_reasoning reached the model API
     assert statuses["DG-ID-101"] == "pass"  # distill-guard still answers
     assert statuses["DG-ID-103"] == "unverifiable"  # no revoked key given
+    found = {f["id"]: f for f in report["findings"]}
+    elicitation = found["DG-OG-102"]
+    assert elicitation["status"] == "fail"
+    assert elicitation["evidence"][-1] == "full reasoning after 6 requests"
+    assert "upstream told reasoning full" in elicitation["evidence"][0]
+    burst = found["DG-RL-101"]
+    assert burst["status"] == "fail"
+    assert burst["evidence"][-1] == "no 429 within 12 requests"
+    assert "tier free, smallest request limit" not in burst["evidence"][0]  # none to know
 
     d.guard.stop()
     report = _probe(capsys, d)

@@ -149,6 +149,32 @@ CAMPAIGN_HEAD = [
 ]
 CONTROL_HEAD = ["control", "state", "pass", "fail", "warn", "unverifiable"]
 PROBE_HEAD = ["probe", "request", "answer", "governance headers upstream saw"]
+PASSED_HEAD = ["id", "severity", "control", "check", "evidence"]
+
+
+# The table rows both renderers show, built in one place so the forms cannot drift.
+
+
+def _control_rows(r: Report) -> list[list[object]]:
+    return [
+        [f"{c['control']}. {c['name']}", c["state"], *(c[s] for s in STATUSES)]
+        for c in r.controls()
+    ]
+
+
+def _passed_rows(r: Report) -> list[list[object]]:
+    return [
+        [f.check.id, f.check.severity.label, f.check.control, f.check.title, "; ".join(f.evidence)]
+        for f in r.findings
+        if f.status == "pass"
+    ]
+
+
+def _probe_rows(r: Report) -> list[list[object]]:
+    return [
+        [e.probe, e.request, f"HTTP {e.status} {e.reason}".strip(), _upstream(e)]
+        for e in r.exchanges
+    ]
 
 
 def _upstream(e: Exchange) -> str:
@@ -199,13 +225,7 @@ def render_markdown(r: Report) -> str:
         "",
     ]
     out += ["## Executive summary", "", *_summary_lines(r), ""]
-    out += _md_table(
-        CONTROL_HEAD,
-        [
-            [f"{c['control']}. {c['name']}", c["state"], *(c[s] for s in STATUSES)]
-            for c in r.controls()
-        ],
-    )
+    out += _md_table(CONTROL_HEAD, _control_rows(r))
     if "controls.png" in r.charts:
         out += ["", "![per-control pass/fail](controls.png)"]
     out += ["", "## Findings", ""]
@@ -219,20 +239,7 @@ def render_markdown(r: Report) -> str:
     if not failed:
         out += ["No failed, warned or unverifiable finding.", ""]
     out += ["## Passed checks", ""]
-    out += _md_table(
-        ["id", "severity", "control", "check", "evidence"],
-        [
-            [
-                f.check.id,
-                f.check.severity.label,
-                f.check.control,
-                f.check.title,
-                "; ".join(f.evidence),
-            ]
-            for f in r.findings
-            if f.status == "pass"
-        ],
-    )
+    out += _md_table(PASSED_HEAD, _passed_rows(r))
     if r.exchanges:
         out += [
             "",
@@ -241,13 +248,7 @@ def render_markdown(r: Report) -> str:
             f"{len(r.exchanges)} requests, {r.probe_bytes:,} bytes sent.",
             "",
         ]
-        out += _md_table(
-            PROBE_HEAD,
-            [
-                [e.probe, e.request, f"HTTP {e.status} {e.reason}".strip(), _upstream(e)]
-                for e in r.exchanges
-            ],
-        )
+        out += _md_table(PROBE_HEAD, _probe_rows(r))
     if r.scenarios:
         out += ["", "## Campaign exercise", ""]
         out += _md_table(CAMPAIGN_HEAD, [_campaign_cells(s) for s in r.scenarios])
@@ -310,14 +311,7 @@ def render_html(r: Report) -> str:
         f"<p>Generated {_e(r.generated)} by distill-guard {_e(__version__)}.</p>",
         f'<h2>Executive summary</h2><p class="{r.verdict}">Verdict: {r.verdict.upper()}</p>',
         summary,
-        _html_table(
-            CONTROL_HEAD,
-            [
-                [f"{c['control']}. {c['name']}", c["state"], *(c[s] for s in STATUSES)]
-                for c in r.controls()
-            ],
-            state_col=1,
-        ),
+        _html_table(CONTROL_HEAD, _control_rows(r), state_col=1),
     ]
     if "controls.png" in r.charts:
         parts.append(_img(r.charts["controls.png"], "per-control pass/fail"))
@@ -332,35 +326,12 @@ def render_html(r: Report) -> str:
             f"<p>Evidence:</p><ul>{evidence}</ul><p>Fix:</p><pre>{_e(c.fix)}</pre></div>"
         )
     parts.append("<h2>Passed checks</h2>")
-    parts.append(
-        _html_table(
-            ["id", "severity", "control", "check", "evidence"],
-            [
-                [
-                    f.check.id,
-                    f.check.severity.label,
-                    f.check.control,
-                    f.check.title,
-                    "; ".join(f.evidence),
-                ]
-                for f in r.findings
-                if f.status == "pass"
-            ],
-        )
-    )
+    parts.append(_html_table(PASSED_HEAD, _passed_rows(r)))
     if r.exchanges:
         parts.append(
             f"<h2>Probes</h2><p>{len(r.exchanges)} requests, {r.probe_bytes:,} bytes sent.</p>"
         )
-        parts.append(
-            _html_table(
-                PROBE_HEAD,
-                [
-                    [e.probe, e.request, f"HTTP {e.status} {e.reason}".strip(), _upstream(e)]
-                    for e in r.exchanges
-                ],
-            )
-        )
+        parts.append(_html_table(PROBE_HEAD, _probe_rows(r)))
     if r.scenarios:
         parts.append("<h2>Campaign exercise</h2>")
         parts.append(_html_table(CAMPAIGN_HEAD, [_campaign_cells(s) for s in r.scenarios]))
