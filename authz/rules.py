@@ -254,8 +254,8 @@ def parse_rules(data: bytes, *, source: str) -> Rules:
         if tier not in doc.tiers:
             _dangling(source, lines, f"detection.tiers.{tier}", f"no tier named {tier!r}")
     if doc.events is not None:
-        rule_ids = {rule.id for rule in doc.jurisdiction.rules}
-        dangling = event_reference_problem(doc.events, rule_ids)
+        actions = {rule.id: rule.action for rule in doc.jurisdiction.rules}
+        dangling = event_reference_problem(doc.events, actions)
         if dangling is not None:
             _dangling(source, lines, "events." + dangling[0], dangling[1])
     return compile_rules(doc, source=source, digest=hashlib.sha256(data).hexdigest())

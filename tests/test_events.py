@@ -395,6 +395,12 @@ _BASE = "tiers:\n  free: {}\n"
             "rules.yaml:5: events.restricted_jurisdiction.rules.0: 'embargoed-ip' is not a "
             "jurisdiction rule id (jurisdiction.rules: none defined)",
         ),
+        (
+            "jurisdiction:\n  rules: [{id: local, action: allow, address: [loopback]}]\n"
+            "events:\n  restricted_jurisdiction:\n    rules: [local]\n",
+            "rules.yaml:8: events.restricted_jurisdiction.rules.0: jurisdiction rule 'local' "
+            "never denies (its action is allow)",
+        ),
     ],
 )
 def test_bad_events_section_names_the_path(section: str, message: str) -> None:

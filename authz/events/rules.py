@@ -8,6 +8,7 @@ Durations are written as the limits write their windows (`90s`, `10m`, `1h`, `1d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -110,18 +111,22 @@ class UnverifiedSignupBurst(StrictModel):
     _durations = field_validator("window", "cooldown")(_duration)
 
 
-def reference_problem(section: EventRules, rule_ids: set[str]) -> tuple[str, str] | None:
-    """The first jurisdiction rule id the section names that the rules do not define, as
-    (dotted path within the section, problem), or None.
+def reference_problem(section: EventRules, actions: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first rule `restricted_jurisdiction.rules` names that can never deny, as (dotted
+    path within the section, problem), or None. `actions` maps jurisdiction rule ids to
+    their action.
 
-    A mistyped id would otherwise filter out every denial and report nothing.
+    A mistyped id, or the id of an allow or flag rule, would filter out every denial
+    and leave the kind silent.
     """
     for i, rule in enumerate(section.restricted_jurisdiction.rules):
-        if rule not in rule_ids:
-            known = ", ".join(sorted(rule_ids)) or "none defined"
-            return f"restricted_jurisdiction.rules.{i}", (
-                f"{rule!r} is not a jurisdiction rule id (jurisdiction.rules: {known})"
-            )
+        path = f"restricted_jurisdiction.rules.{i}"
+        action = actions.get(rule)
+        if action is None:
+            known = ", ".join(sorted(actions)) or "none defined"
+            return path, f"{rule!r} is not a jurisdiction rule id (jurisdiction.rules: {known})"
+        if action != "deny":
+            return path, f"jurisdiction rule {rule!r} never denies (its action is {action})"
     return None
 
 
