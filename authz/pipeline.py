@@ -400,7 +400,8 @@ class Pipeline:
         state.sighted = result.sighted
         state.estimated_tokens = plan.tokens
         state.counters = tuple((s.name, s.limit, s.remaining) for s in result.limits)
-        state.flags += [signal.name for signal in result.signals]
+        if result.signals:
+            state.flags += [signal.name for signal in result.signals]
         if result.degraded:
             state.flags.append("meter_degraded")
         if state.trace is not None:

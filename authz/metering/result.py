@@ -164,11 +164,12 @@ def to_result(
     states: list[LimitState] = []
     for c, v, lim in zip(plan.counters, views, a.limits, strict=True):
         w = c.window * 1000
-        after = CounterView(v.bucket, v.cur + c.cost, v.prev, v.elapsed) if allowed else v
-        left = remaining(after, w, lim)
+        charged = c.cost if allowed else 0
+        left = remaining(v, w, lim, charged)
         if left > 0:
             reset = math.ceil((w - v.elapsed) / 1000)
         else:
+            after = CounterView(v.bucket, v.cur + charged, v.prev, v.elapsed)
             wait = retry_after_ms(after, w, lim, 1)
             reset = c.window if wait is None else math.ceil(wait / 1000)
         states.append(LimitState(c.name, c.scope, c.kind, c.window, lim, left, reset))

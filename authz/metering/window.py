@@ -76,9 +76,11 @@ def roll(stored: tuple[int, int, int] | None, now_ms: int, window_ms: int) -> Co
     return CounterView(bucket, cur, prev, max(0, now_ms - bucket * window_ms))
 
 
-def used(view: CounterView, window_ms: int) -> float:
-    """The sliding-window estimate of units counted over the last window."""
-    return float(view.prev) * float(window_ms - view.elapsed) / float(window_ms) + float(view.cur)
+def used(view: CounterView, window_ms: int, added: int = 0) -> float:
+    """The sliding-window estimate of units counted over the last window (`added` more in cur)."""
+    return float(view.prev) * float(window_ms - view.elapsed) / float(window_ms) + float(
+        view.cur + added
+    )
 
 
 def fits(view: CounterView, window_ms: int, limit: int, cost: int) -> bool:
@@ -102,9 +104,9 @@ def retry_after_ms(view: CounterView, window_ms: int, limit: int, cost: int) -> 
     return (w - view.elapsed) + into_next
 
 
-def remaining(view: CounterView, window_ms: int, limit: int) -> int:
-    """Whole units still available."""
-    return max(0, math.floor(float(limit) - used(view, window_ms)))
+def remaining(view: CounterView, window_ms: int, limit: int, added: int = 0) -> int:
+    """Whole units still available (once `added` more are counted in the current bucket)."""
+    return max(0, math.floor(float(limit) - used(view, window_ms, added)))
 
 
 # --- volume baselines -------------------------------------------------------------------
