@@ -15,7 +15,9 @@ import pytest
 from authz.cli import main
 from authz.evaluation import evaluate
 
-WEAK_RULES = Path(__file__).resolve().parent / "fixtures" / "assess" / "weak" / "rules.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+WEAK_RULES = ROOT / "tests" / "fixtures" / "assess" / "weak" / "rules.yaml"
+DEMO_RULES = ROOT / "authz" / "demo" / "rules.yaml"
 
 
 def test_campaign_exercise_on_weak_rules(
@@ -42,7 +44,38 @@ def test_campaign_exercise_on_weak_rules(
     ev = evaluate(work / "labels.jsonl", work / "decisions.jsonl", work / "scenario.json")
     assert row["leakage"] == ev.campaigns_total.leakage
     assert row["leakage"] > 0.02
+    assert row["detection_seconds"] is None  # detection in shadow restricts nobody
+    assert "detection restricted none of them" in found["DG-DT-201"]["evidence"][0]
     assert row["campaign_restricted_share"] == ev.campaigns_total.restricted_share
     page = (out / "assessment.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # per-control chart and the campaign's
     assert report["parts"]["campaign exercise"].startswith("ran: default")
+
+
+def test_campaign_models_fit_the_tiers_and_detection_is_told_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against the demo tiers no simulated request is denied for its model, and the first
+    restriction by detection is reported apart from the first restriction of any kind."""
+    out = tmp_path / "report"
+    main(
+        [
+            "assess", "--rules", str(DEMO_RULES), "--campaign", "default",
+            "--campaign-days", "1", "--campaign-benign", "40", "--campaign-accounts", "8",
+            "--now", "2026-11-27T00:00:00Z", "--out", str(out), "--json",
+        ]
+    )  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["campaign"]
+    assert row["models_moved"] > 0  # free accounts asked for frontier-3, which free lacks
+    assert row["models_unfit"] == 0
+    work = out / "campaign" / "default"
+    ev = evaluate(work / "labels.jsonl", work / "decisions.jsonl", work / "scenario.json")
+    reasons = set(ev.campaigns_total.restricted_requests_by_reason)
+    for benign in ev.benign_totals:
+        reasons |= set(benign.restricted_requests_by_reason)
+    assert "model_not_allowed" not in reasons
+    assert row["detection_reason"] in {"ok", "extraction_denied"}
+    assert row["first_restriction_seconds"] <= row["detection_seconds"]
+    first = ev.campaigns_total.first_restriction_by_reason[row["detection_reason"]]
+    assert row["detection_requests_before"] == first.requests_before

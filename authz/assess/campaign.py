@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz.assess.findings import CheckInfo, Finding, Severity
+from authz.assess.simmodels import Fitted, fit_models
 from authz.evaluation import Evaluation, evaluate
 from authz.evaluation.chart import draw
-from authz.evaluation.figures import BenignFigures
-from authz.evaluation.markdown import pct
+from authz.evaluation.figures import BenignFigures, Detection
+from authz.evaluation.markdown import duration, pct
 from authz.geobuild import demo_database
 from authz.replay.run import replay
 from authz.rules import Rules
@@ -31,6 +32,16 @@ MAX_BENIGN_RESTRICTED = 0.005
 MAX_BENIGN_DENIED = 0.0005
 
 SIM_TIERS = ("free", "pro", "enterprise")  # the tiers simulated accounts are on
+# Reasons of a restriction that detection caused: a served request at restricted exposure
+# keeps reason "ok"; a detection denial is "extraction_denied". Everything else (models,
+# limits, jurisdiction) is policy, reported apart.
+DETECTION_REASONS = frozenset({"ok", "extraction_denied"})
+
+
+def reason_label(reason: str | None) -> str:
+    """A restriction's reason as the report shows it ("ok" there means restricted exposure)."""
+    return "restricted exposure" if reason == "ok" else str(reason)
+
 
 TIERS = CheckInfo(
     "DG-DT-200",
@@ -88,11 +99,19 @@ class Scale:
 
 @dataclass(frozen=True, slots=True)
 class ScenarioResult:
-    """One scenario's evaluation and its chart (PNG bytes, or None without matplotlib)."""
+    """One scenario's evaluation, its chart (PNG, None without matplotlib), its fitted models."""
 
     scenario: str
     evaluation: Evaluation
     chart: bytes | None
+    fitted: Fitted
+
+    @property
+    def detection(self) -> Detection | None:
+        """The campaign's first restriction by detection (not by policy), if any came."""
+        by_reason = self.evaluation.campaigns_total.first_restriction_by_reason
+        found = [d for r, d in by_reason.items() if r in DETECTION_REASONS]
+        return min(found, key=lambda d: d.requests_before, default=None)
 
 
 def knobs_for(scenario: str, scale: Scale) -> Knobs:
@@ -108,11 +127,14 @@ def knobs_for(scenario: str, scale: Scale) -> Knobs:
     return resolve(scenario, explicit)  # ValueError for an unknown scenario
 
 
-def run_scenario(rules_path: Path, knobs: Knobs, work: Path, *, analysis: bool) -> ScenarioResult:
-    """Simulate, replay with the deployment's rules, and evaluate one scenario."""
+def run_scenario(
+    rules_path: Path, rules: Rules, knobs: Knobs, work: Path, *, analysis: bool
+) -> ScenarioResult:
+    """Simulate, fit models to the tiers, replay with the deployment's rules, and evaluate."""
     from authz.sim.run import simulate  # the generator's imports are only needed here
 
     simulate(knobs, work)
+    fitted = fit_models(rules, work, knobs.new_model)
     geo = demo_database()  # the simulator's networks are placed by the demo database
     settings = Settings(
         rules=rules_path, accounts=work / "accounts.jsonl", store="memory://", geoip=geo, asn=geo
@@ -123,7 +145,7 @@ def run_scenario(rules_path: Path, knobs: Knobs, work: Path, *, analysis: bool) 
     ev = evaluate(work / "labels.jsonl", decisions, work / "scenario.json")
     chart_path = work / "evaluation.png"
     chart = None if draw(ev, chart_path) is not None else chart_path.read_bytes()
-    return ScenarioResult(knobs.scenario, ev, chart)
+    return ScenarioResult(knobs.scenario, ev, chart, fitted)
 
 
 def _total(ev: Evaluation, hard_negative: bool | None) -> BenignFigures | None:
@@ -135,13 +157,29 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{r} {n}" for r, n in top) or "none"
 
 
+def _detected(found: Detection | None) -> str:
+    if found is None:
+        return "detection restricted none of them"
+    return (
+        f"first restriction by detection ({reason_label(found.reason)}) after "
+        f"{duration(found.seconds)} and {found.requests_before} campaign requests"
+    )
+
+
 def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Finding]:
     """Judge every scenario against the quality bar; one finding per criterion."""
     missing = [t for t in SIM_TIERS if t not in rules.tiers]
+    fitted = [
+        f"{r.scenario}: {r.fitted.moved} requests moved to a model their tier offers, "
+        f"{r.fitted.unfit} left on one it does not"
+        for r in results
+    ]
     out = [
-        TIERS.finding("fail", [f"no tier {', '.join(missing)}: those accounts are tier_unknown"])
+        TIERS.finding(
+            "fail", [f"no tier {', '.join(missing)}: those accounts are tier_unknown", *fitted]
+        )
         if missing
-        else TIERS.finding("pass", [f"tiers {', '.join(SIM_TIERS)} exist"])
+        else TIERS.finding("pass", [f"tiers {', '.join(SIM_TIERS)} exist", *fitted])
     ]
     judged: dict[CheckInfo, list[tuple[bool, str]]] = {
         c: [] for c in (RESTRICTED, LEAKAGE, BENIGN_RESTRICTED, BENIGN_DENIED, HARD_NEGATIVES)
@@ -154,7 +192,7 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
                 share is not None and share >= MIN_RESTRICTED,
                 f"{r.scenario}: {camp.restricted_accounts} of {camp.active_accounts} active "
                 f"campaign accounts restricted ({pct(share)}); restricted requests by reason: "
-                f"{_reasons(camp.restricted_requests_by_reason)}",
+                f"{_reasons(camp.restricted_requests_by_reason)}; {_detected(r.detection)}",
             )
         )
         judged[LEAKAGE].append(

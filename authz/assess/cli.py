@@ -174,7 +174,9 @@ def _exercise(
             raise Usage(f"--campaign: {exc}") from None
         where = work / "campaign" / name
         print(f"{PROG}: campaign exercise {name} ...", file=sys.stderr)
-        results.append(campaign.run_scenario(Path(ns.rules), knobs, where, analysis=scale.analysis))
+        results.append(
+            campaign.run_scenario(Path(ns.rules), d.rules, knobs, where, analysis=scale.analysis)
+        )
     return campaign.campaign_findings(d.rules, results), results
 
 

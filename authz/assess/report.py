@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz import __version__
-from authz.assess.campaign import ScenarioResult
+from authz.assess.campaign import ScenarioResult, reason_label
 from authz.assess.findings import CONTROLS, Finding, Severity
 from authz.assess.probes import Exchange
 from authz.evaluation.markdown import duration, pct, rate
@@ -96,14 +96,20 @@ def _scenario_row(s: ScenarioResult) -> dict[str, Any]:
     camp = s.evaluation.campaigns_total
     benign = next((b for b in s.evaluation.benign_totals if b.hard_negative is None), None)
     hard = next((b for b in s.evaluation.benign_totals if b.hard_negative is True), None)
+    found = s.detection
     return {
         "scenario": s.scenario,
         "campaign_accounts": camp.active_accounts,
         "campaign_restricted_share": camp.restricted_share,
         "leakage": camp.leakage,
-        "detection_seconds": camp.detection.seconds,
-        "detection_requests_before": camp.detection.requests_before,
-        "detection_reason": camp.detection.reason,
+        "first_restriction_seconds": camp.detection.seconds,
+        "first_restriction_requests_before": camp.detection.requests_before,
+        "first_restriction_reason": camp.detection.reason,
+        "detection_seconds": None if found is None else found.seconds,
+        "detection_requests_before": None if found is None else found.requests_before,
+        "detection_reason": None if found is None else found.reason,
+        "models_moved": s.fitted.moved,
+        "models_unfit": s.fitted.unfit,
         "benign_restricted_rate": None if benign is None else benign.restricted_rate,
         "benign_denied_rate": None if benign is None else benign.denied_rate,
         "hard_negatives_denied": None if hard is None else hard.denied_accounts,
@@ -122,18 +128,29 @@ def _md_table(head: list[str], rows: list[list[object]]) -> list[str]:
     return out + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
 
 
+def _after(seconds: float | None, requests: int | None, reason: str | None) -> str:
+    if seconds is None:
+        return "never"
+    return f"{duration(seconds)} ({requests} requests, {reason_label(reason)})"
+
+
 def _campaign_cells(s: ScenarioResult) -> list[object]:
     r = _scenario_row(s)
-    when = f"{duration(r['detection_seconds'])} ({r['detection_requests_before']} requests)"
     return [
         s.scenario,
         r["campaign_accounts"],
         pct(r["campaign_restricted_share"]),
         pct(r["leakage"]),
-        when if r["detection_seconds"] is not None else "never",
+        _after(r["detection_seconds"], r["detection_requests_before"], r["detection_reason"]),
+        _after(
+            r["first_restriction_seconds"],
+            r["first_restriction_requests_before"],
+            r["first_restriction_reason"],
+        ),
         rate(r["benign_restricted_rate"]),
         rate(r["benign_denied_rate"]),
         r["hard_negatives_denied"],
+        f"{r['models_moved']} moved, {r['models_unfit']} unfit",
     ]
 
 
@@ -142,10 +159,12 @@ CAMPAIGN_HEAD = [
     "campaign accounts",
     "restricted",
     "leakage",
-    "first restriction after",
+    "first detection after",
+    "first restriction (any reason) after",
     "benign restricted / account-day",
     "benign denied / account-day",
     "hard negatives denied",
+    "requests' models fitted to the tiers",
 ]
 CONTROL_HEAD = ["control", "state", "pass", "fail", "warn", "unverifiable"]
 PROBE_HEAD = ["probe", "request", "answer", "governance headers upstream saw"]
