@@ -67,7 +67,8 @@ class RestrictedJurisdiction(StrictModel):
     severity: Severity = Field(default="medium", description="Severity the events carry.")
     rules: list[str] = Field(
         default=[],
-        description="Jurisdiction rule ids whose denials are reportable; empty: every rule's.",
+        description="Ids of `jurisdiction.rules` deny rules whose denials are reportable "
+        "(another id is an error); empty: every rule's.",
     )
     per: Literal["network", "account"] = Field(
         default="network",
