@@ -200,6 +200,7 @@ def test_signature_is_hmac_of_timestamp_and_body() -> None:
         ("not-a-time", 1_777_000_000.0, b'{"id":"ev-1"}', False),
         ("\u00b9\u00b2", 1_777_000_000.0, b'{"id":"ev-1"}', False),  # digits int() refuses
         ("", 1_777_000_000.0, b'{"id":"ev-1"}', False),
+        ("1" * 5000, 1_777_000_000.0, b'{"id":"ev-1"}', False),  # past int()'s digit limit
     ],
 )
 def test_receiver_verify(timestamp: str, now: float, body: bytes, accepted: bool) -> None:

@@ -90,8 +90,10 @@ def verify(
     named = {name.lower(): value for name, value in headers.items()}
     timestamp = named.get(TIMESTAMP_HEADER.lower(), "")
     signature = named.get(SIGNATURE_HEADER.lower(), "")
-    # isascii: str.isdigit also accepts digits int() refuses, such as superscripts.
-    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > tolerance:
+    # isascii: str.isdigit also accepts digits int() refuses, such as superscripts; the
+    # length keeps a hostile header under int()'s digit limit (and Unix seconds are 10).
+    digits = timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12
+    if not digits or abs(now - int(timestamp)) > tolerance:
         return False
     return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
 
