@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from authz.cli import main
+from authz.events.rules import RestrictedJurisdiction, seconds
+from authz.rules import load_rules
 
 NOW = "2026-11-27T00:00:00Z"
 
@@ -388,22 +390,35 @@ def test_reportable_events_of_the_case_are_listed(
     assert events_chain["last_sequence"] == len(in_trail)
 
 
-def jurisdiction_incidents(rows: list[dict[str, Any]], cooldown: float) -> int:
+def jurisdiction_incidents(rows: list[dict[str, Any]], scope: RestrictedJurisdiction) -> int:
     """Incidents of restricted_jurisdiction counted from the trail's own decisions, as
-    docs/events.md defines them (scope `per: network`, at least one denial each): the
-    denials and dry-run would-denials of each jurisdiction rule and client network, split
-    where no denial came for longer than `cooldown` seconds."""
+    docs/events.md defines them: the denials and dry-run would-denials of each listed
+    jurisdiction rule and client network (or account, `per: account`), split where no
+    denial came for longer than the cooldown; those with at least `min_requests`."""
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        rule = r.get("rule", "")
         denied = r.get("action") == "deny" or bool(r.get("would_deny"))
-        if "decision_id" in r and denied and rule.startswith("jurisdiction:"):
-            where = r.get("client_network") or r["account"]
-            times[rule, where].append(epoch(r["time"]))
+        if (
+            "decision_id" not in r
+            or not denied
+            or not r.get("rule", "").startswith("jurisdiction:")
+        ):
+            continue
+        rule = r["rule"].removeprefix("jurisdiction:")
+        if scope.rules and rule not in scope.rules:
+            continue
+        by_network = scope.per == "network" and r.get("client_network")
+        times[rule, r["client_network"] if by_network else r["account"]].append(epoch(r["time"]))
+    cooldown = seconds(scope.cooldown)
     incidents = 0
     for seen in times.values():
         seen.sort()
-        incidents += 1 + sum(b - a > cooldown for a, b in itertools.pairwise(seen))
+        runs = [1]  # denials per incident of this key
+        for a, b in itertools.pairwise(seen):
+            if b - a > cooldown:
+                runs.append(0)
+            runs[-1] += 1
+        incidents += sum(n >= scope.min_requests for n in runs)
     return incidents
 
 
@@ -430,7 +445,10 @@ def test_events_of_the_replay_match_the_case_and_the_trail(
 
     jurisdiction = [e for e in emitted if e["kind"] == "restricted_jurisdiction"]
     assert jurisdiction  # the simulation's embargoed and out-of-region clients
-    assert len(jurisdiction) == jurisdiction_incidents(rows, cooldown=3600.0)
+    events = load_rules(trail / "rules.yaml").events
+    assert events is not None
+    scope = events.restricted_jurisdiction
+    assert len(jurisdiction) == jurisdiction_incidents(rows, scope)
 
 
 @pytest.fixture
