@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from authz.cli import main
+from authz.rules import load_rules
 from tests.fakes import ACME_KEY, DEMO_ACCOUNTS, DEMO_RULES
+from tests.test_case import jurisdiction_incidents
 
 EVENTS = "events:\n  campaign_cluster: {min_accounts: 5}\n  restricted_jurisdiction: {}\n"
 
@@ -91,7 +93,8 @@ def test_events_are_records_of_their_own_intact_chain(
 
 
 def test_jurisdiction_evidence_matches_the_audit_trail(replayed: Path) -> None:
-    """Every decision a jurisdiction event cites is in the trail, denied by that rule there."""
+    """Every decision a jurisdiction event cites is in the trail, denied by that rule there,
+    and there are as many events as incidents counted from the trail's denials."""
     decisions = {
         r["decision_id"]: r for r in _lines(replayed / "audit.jsonl") if "decision_id" in r
     }
@@ -113,6 +116,12 @@ def test_jurisdiction_evidence_matches_the_audit_trail(replayed: Path) -> None:
     for spans in by_key.values():
         spans.sort()
         assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+    # As many events as incidents counted from the trail (here, denials under an hour
+    # apart from one network are one incident).
+    section = load_rules(replayed / "rules-events.yaml").events
+    assert section is not None
+    trail = _lines(replayed / "audit.jsonl")
+    assert len(events) == jurisdiction_incidents(trail, section.restricted_jurisdiction)
 
 
 def test_export_skips_event_records(replayed: Path, capsys: pytest.CaptureFixture[str]) -> None:
