@@ -1,9 +1,11 @@
-"""How the probes judge answers, against a fake deployment that lets every request through.
+"""How the probes judge answers, against scripted fake deployments (unit tests of the judging).
 
-The fake is a plain HTTP server answering 200 to everything and echoing
-nothing, the way a model server without ext_authz in front of it would: the
-credential probes must fail, and the probes that need to see what reached the
-model server must say `unverifiable`, never pass.
+The fakes are plain HTTP servers that answer every request alike: 200 with
+nothing echoed, the way a model server without ext_authz in front of it would
+(the credential probes must fail, and the probes that need to see what reached
+the model server must say `unverifiable`, never pass); a 503 outage, a 401 or
+a 429 (never a pass for elicitation); and one that hangs up after a few
+answers (the probes done so far keep their findings).
 """
 
 from __future__ import annotations
