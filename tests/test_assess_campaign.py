@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from authz.cli import main
 from authz.evaluation import evaluate
@@ -79,3 +80,32 @@ def test_campaign_models_fit_the_tiers_and_detection_is_told_apart(
     assert row["first_restriction_seconds"] <= row["detection_seconds"]
     first = ev.campaigns_total.first_restriction_by_reason[row["detection_reason"]]
     assert row["detection_requests_before"] == first.requests_before
+
+
+def test_campaign_is_unverifiable_when_no_tier_offers_a_simulated_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tiers offering none of the simulator's models leave the requests unfit, and the
+    exercise's bars say unverifiable instead of judging a model list."""
+    rules = yaml.safe_load(DEMO_RULES.read_text())
+    for tier in rules["tiers"].values():
+        tier["models"] = ["tiny-*"]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    main(
+        [
+            "assess", "--rules", str(path), "--campaign", "default", "--no-analysis",
+            "--campaign-days", "1", "--campaign-benign", "20", "--campaign-accounts", "4",
+            "--now", "2026-11-27T00:00:00Z", "--json",
+        ]
+    )  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["campaign"]
+    assert row["models_moved"] == 0 and row["models_unfit"] > 0
+    found = {f["id"]: f for f in report["findings"]}
+    for check_id in ("DG-DT-201", "DG-DT-202", "DG-DT-203", "DG-DT-204"):
+        assert found[check_id]["status"] == "unverifiable", found[check_id]
+        assert (
+            "most requests asked for a model their tier does not offer"
+            in (found[check_id]["evidence"][0])
+        )

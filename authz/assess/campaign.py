@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz.assess.findings import CheckInfo, Finding, Severity
+from authz.assess.findings import CheckInfo, Finding, Severity, Status
 from authz.assess.simmodels import Fitted, fit_models
 from authz.evaluation import Evaluation, evaluate
 from authz.evaluation.chart import draw
@@ -36,6 +36,7 @@ SIM_TIERS = ("free", "pro", "enterprise")  # the tiers simulated accounts are on
 # keeps reason "ok"; a detection denial is "extraction_denied". Everything else (models,
 # limits, jurisdiction) is policy, reported apart.
 DETECTION_REASONS = frozenset({"ok", "extraction_denied"})
+BLIND = " (unverifiable: most requests asked for a model their tier does not offer)"
 
 
 def reason_label(reason: str | None) -> str:
@@ -181,7 +182,10 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
         if missing
         else TIERS.finding("pass", [f"tiers {', '.join(SIM_TIERS)} exist", *fitted])
     ]
-    judged: dict[CheckInfo, list[tuple[bool, str]]] = {
+    # A scenario whose tiers offer none of the simulated models is mostly model_not_allowed
+    # denials: its figures judge the model list, not the controls.
+    blind = {r.scenario for r in results if r.fitted.unfit > r.fitted.kept + r.fitted.moved}
+    judged: dict[CheckInfo, list[tuple[str, bool, str]]] = {
         c: [] for c in (RESTRICTED, LEAKAGE, BENIGN_RESTRICTED, BENIGN_DENIED, HARD_NEGATIVES)
     }
     for r in results:
@@ -189,6 +193,7 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
         share, leak = camp.restricted_share, camp.leakage
         judged[RESTRICTED].append(
             (
+                r.scenario,
                 share is not None and share >= MIN_RESTRICTED,
                 f"{r.scenario}: {camp.restricted_accounts} of {camp.active_accounts} active "
                 f"campaign accounts restricted ({pct(share)}); restricted requests by reason: "
@@ -197,6 +202,7 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
         )
         judged[LEAKAGE].append(
             (
+                r.scenario,
                 leak is not None and leak <= MAX_LEAKAGE,
                 f"{r.scenario}: leakage {pct(leak)} ({camp.leaked} of {camp.requests} requests)",
             )
@@ -205,6 +211,7 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
         if benign is not None:
             judged[BENIGN_RESTRICTED].append(
                 (
+                    r.scenario,
                     (benign.restricted_rate or 0.0) <= MAX_BENIGN_RESTRICTED,
                     f"{r.scenario}: {pct(benign.restricted_rate)} of {benign.account_days} "
                     "benign account-days restricted "
@@ -213,6 +220,7 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
             )
             judged[BENIGN_DENIED].append(
                 (
+                    r.scenario,
                     (benign.denied_rate or 0.0) <= MAX_BENIGN_DENIED,
                     f"{r.scenario}: {pct(benign.denied_rate)} of {benign.account_days} benign "
                     f"account-days denied ({_reasons(benign.denied_requests_by_reason)})",
@@ -221,13 +229,17 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
         if hard is not None:
             judged[HARD_NEGATIVES].append(
                 (
+                    r.scenario,
                     hard.denied_accounts == 0,
                     f"{r.scenario}: {hard.denied_accounts} of {hard.active_accounts} active hard "
                     "negatives denied",
                 )
             )
     for info, rows in judged.items():
-        if rows:
-            passed = all(ok for ok, _ in rows)
-            out.append(info.finding("pass" if passed else "fail", [text for _, text in rows]))
+        if not rows:
+            continue
+        states = {"unverifiable" if s in blind else "pass" if ok else "fail" for s, ok, _ in rows}
+        status: Status = next(x for x in ("fail", "unverifiable", "pass") if x in states)
+        evidence = [text + (BLIND if s in blind else "") for s, _, text in rows]
+        out.append(info.finding(status, evidence))
     return out
