@@ -8,6 +8,7 @@ one entity `{e:<entity>}`, so each scope lives in one Cluster slot.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -144,8 +145,9 @@ class SlotGroup:
     verdict: bool = False
 
 
-class Plan(NamedTuple):
-    """Everything a RateStore needs to check and charge one request (one per request)."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything a RateStore needs to check and charge one request."""
 
     counters: tuple[Counter, ...]
     volumes: tuple[VolumeWatch, ...] = ()
@@ -193,7 +195,8 @@ class Plan(NamedTuple):
 
     def local(self) -> Plan:
         """The plan for the fail-open local limiter: every limit times the fraction."""
-        return self._replace(
+        return dataclasses.replace(
+            self,
             counters=tuple(
                 c._replace(
                     limit=scaled(c.limit, self.fail_open_fraction),
