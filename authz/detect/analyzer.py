@@ -19,7 +19,8 @@ One analysis, in order:
    identities (a verified entity counts once);
 5. give each member a verdict from the cluster's score times its KYC
    multiplier; restriction needs several kinds of evidence in the cluster and
-   some evidence of the member's own.
+   some evidence of the member's own, and once given is held while the
+   cluster qualifies.
 """
 
 from __future__ import annotations
