@@ -436,18 +436,20 @@ def test_near_duplicates_join_within_three_bits_only() -> None:
     assert len(index) == 0
 
 
-def test_wider_near_duplicates_use_eight_bands() -> None:
-    """Above 3 bits the index bands by 8 bits: a pair 7 bits apart (one per band) joins.
+def test_wider_near_duplicates_are_found_by_probing_each_band() -> None:
+    """Within 7 bits, a pair that shares no 16-bit band at all still joins; 9 bits apart does not.
 
-    With four 16-bit bands those two hashes share no band at all; and a pair
-    sharing a band but 9 bits apart stays two templates (the Hamming check).
+    The pair 7 bits apart differs in every band (2, 2, 2 and 1 bits): only the
+    probe one bit around each band finds it. The pair 9 bits apart is found as
+    a candidate (one band differs in a single bit) and the Hamming check keeps
+    it two templates.
     """
     base = 0x0123456789ABCDEF
     seven = base ^ sum(1 << (8 * band) for band in range(7))  # one bit in each of 7 bands
     nine = base ^ 0xFF00000000000000 ^ 1 << 8  # 8 bits in the top band, 1 in another
     narrow = TemplateIndex(max_bits=3, max_pairs=64)
     wide = TemplateIndex(max_bits=7, max_pairs=64)
-    assert (narrow.bands, wide.bands) == (4, 8)
+    assert (narrow.radius, wide.radius) == (0, 1)
     for index in (narrow, wide):
         for name, h in (("a", base), ("b", seven), ("c", nine)):
             index.add(name, h, START)

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from authz.detect.features import simhash_bands
 from authz.detect.settings import KINDS, AnalysisSettings
 from authz.detect.verdicts import ACTIONS, Action, Verdict
 
@@ -223,25 +222,26 @@ class UnionFind(Generic[T]):
 class TemplateIndex:
     """Templates seen within the window, with their near-duplicate links.
 
-    Candidates come from LSH: templates sharing one of the SimHash's bands. A
-    new template is compared, once, with at most `max_pairs` templates of each
-    of its buckets (the oldest), and the pairs within `max_bits` are kept as
-    links; an analysis then only joins linked live templates. Comparing once on
-    arrival rather than in every analysis keeps an analysis cheap, and the cap
-    bounds the work when many hashes collide (stock phrases).
+    Candidates come from the SimHash's four 16-bit bands: two hashes at most
+    `max_bits` apart differ in at most `max_bits // 4` bits of one band
+    (pigeonhole), so a new template looks up, for each band, the bucket of its
+    own value and of every value that many bits away. It is compared, once,
+    with at most `max_pairs` templates of each bucket (the oldest), and the
+    pairs within `max_bits` are kept as links; an analysis then only joins
+    linked live templates. Comparing once on arrival rather than in every
+    analysis keeps an analysis cheap, and the cap bounds the work when many
+    hashes collide (stock phrases).
     """
 
     def __init__(self, max_bits: int, max_pairs: int) -> None:
         self.max_bits = max_bits
         self.max_pairs = max_pairs
-        # Pigeonhole: hashes d bits apart always share one of d + 1 bands, so four 16-bit
-        # bands find every pair within 3 bits; eight 8-bit bands every pair within 7, and
-        # pairs a little further apart often (a wider distance needs shorter bands).
-        self.bands = 4 if max_bits <= 3 else 8
+        self.radius = max_bits // 4  # bits flipped within one band when probing
         self._last: dict[str, float] = {}  # template id -> last seen
         self._simhash: dict[str, int] = {}
         self._near: dict[str, set[str]] = {}
-        self._buckets: dict[str, dict[str, None]] = {}  # band key -> templates (ordered)
+        # band key -> its templates (oldest first) with their SimHashes, read in one pass
+        self._buckets: dict[int, dict[str, int]] = {}
 
     def __len__(self) -> int:
         return len(self._last)
@@ -257,13 +257,18 @@ class TemplateIndex:
         if simhash is None:
             return
         self._simhash[template] = simhash
-        for band in _bands(simhash, self.bands):
-            bucket = self._buckets.setdefault(band, {})
-            for other in itertools.islice(bucket, self.max_pairs):
-                if (self._simhash[other] ^ simhash).bit_count() <= self.max_bits:
-                    self._near.setdefault(template, set()).add(other)
-                    self._near.setdefault(other, set()).add(template)
-            bucket[template] = None
+        max_bits, buckets, keys = self.max_bits, self._buckets, _band_keys(simhash)
+        for key in keys:
+            for mask in _probe_masks(self.radius):
+                bucket = buckets.get(key ^ mask)
+                if not bucket:
+                    continue
+                for other, h in itertools.islice(bucket.items(), self.max_pairs):
+                    if (h ^ simhash).bit_count() <= max_bits:
+                        self._near.setdefault(template, set()).add(other)
+                        self._near.setdefault(other, set()).add(template)
+        for key in keys:
+            buckets.setdefault(key, {})[template] = simhash
 
     def expire(self, cutoff: float) -> None:
         """Forget templates last seen before `cutoff`."""
@@ -272,11 +277,11 @@ class TemplateIndex:
             del self._last[template]
             simhash = self._simhash.pop(template, None)
             if simhash is not None:
-                for band in _bands(simhash, self.bands):
-                    bucket = self._buckets[band]
+                for key in _band_keys(simhash):
+                    bucket = self._buckets[key]
                     del bucket[template]
                     if not bucket:
-                        del self._buckets[band]
+                        del self._buckets[key]
             for other in self._near.pop(template, ()):
                 links = self._near.get(other)
                 if links is not None:
@@ -305,10 +310,19 @@ class TemplateIndex:
         return out
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _bands(h: int, bands: int) -> tuple[str, ...]:
-    """LSH keys of a SimHash (each names its band), cached: a template recurs in every analysis."""
-    return tuple(simhash_bands(h, bands=bands))
+def _band_keys(h: int) -> tuple[int, ...]:
+    """The four 16-bit bands of a SimHash as bucket keys (the band's number above its bits)."""
+    return tuple(band << 16 | (h >> 16 * band) & 0xFFFF for band in range(4))
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_masks(radius: int) -> tuple[int, ...]:
+    """Every 16-bit mask with at most `radius` bits set, the empty one first."""
+    return tuple(
+        sum(1 << bit for bit in bits)
+        for k in range(radius + 1)
+        for bits in itertools.combinations(range(16), k)
+    )
 
 
 @dataclass(slots=True)

@@ -105,10 +105,11 @@ class Linking(StrictModel):
     near_duplicate_bits: int = Field(
         default=7,
         ge=0,
-        le=16,
-        description="Template SimHashes at most this many bits apart are near-duplicates. Up "
-        "to 3, four 16-bit LSH bands find every such pair; above 3, eight 8-bit bands find "
-        "every pair within 7 bits and further ones only when they share a band.",
+        le=11,
+        description="Template SimHashes at most this many bits apart are near-duplicates. "
+        "Every such pair is found: one of the four 16-bit bands differs in at most a quarter "
+        "of the bits, and that many bits are probed around each band (the cost of ingest "
+        "grows with it: 17 buckets a band up to 7 bits, 137 up to 11).",
     )
     min_template_chars: int = Field(
         default=64,
