@@ -14,7 +14,6 @@ from authz.detect.features import (
     prompt_text,
     scaffold,
     simhash,
-    simhash_bands,
     template_id,
 )
 
@@ -30,6 +29,5 @@ __all__ = [
     "prompt_text",
     "scaffold",
     "simhash",
-    "simhash_bands",
     "template_id",
 ]

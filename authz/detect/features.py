@@ -361,21 +361,6 @@ def hamming(a: int, b: int) -> int:
     return ((a ^ b) & _MASK64).bit_count()
 
 
-def simhash_bands(h: int, bands: int = 4) -> list[str]:
-    """LSH keys: the hash cut into `bands` equal bands, each keyed `band:hex`.
-
-    Two hashes within Hamming distance bands-1 share at least one key (the
-    differing bits cannot touch every band), so with 4 bands of 16 bits any pair
-    within distance 3 meets in some bucket.
-    """
-    if bands < 1 or 64 % bands:
-        raise ValueError(f"bands must divide 64, got {bands}")
-    width = 64 // bands
-    mask = (1 << width) - 1
-    digits = (width + 3) // 4
-    return [f"{i}:{(h >> (i * width)) & mask:0{digits}x}" for i in range(bands)]
-
-
 # ---------------------------------------------------------------------------
 # Elicitation: asking for reasoning traces or grades
 
