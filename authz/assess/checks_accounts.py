@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from authz.accounts import Kyc
 from authz.assess.deployment import Deployment, KeyFact
-from authz.assess.findings import Outcome, Severity, check
+from authz.assess.findings import Outcome, Severity, check, outcome
 
 SHOWN = 5  # evidence lines per finding; the rest are counted
 
@@ -30,9 +30,7 @@ def _listed(facts: list[str], what: str) -> list[str]:
 def keys_expire(d: Deployment) -> Outcome:
     """A key that never expires outlives the people and jobs that held it."""
     bad = [f"{k.where}: no expires" for k in _active(d) if k.expires is None]
-    if bad:
-        return "fail", _listed(bad, "keys without expiry")
-    return "pass", ["every active key has an expiry"]
+    return outcome(_listed(bad, "keys without expiry"), "every active key has an expiry")
 
 
 @check(
@@ -46,9 +44,7 @@ def keys_expire(d: Deployment) -> Outcome:
 def digests_only(d: Deployment) -> Outcome:
     """Whoever reads the Secret or a backup of it could call as every customer."""
     bad = [f"{k.where}: plaintext secret" for k in _active(d) if k.plaintext]
-    if bad:
-        return "fail", _listed(bad, "plaintext keys")
-    return "pass", ["keys are stored as digests"]
+    return outcome(_listed(bad, "plaintext keys"), "keys are stored as digests")
 
 
 @check(
@@ -63,9 +59,7 @@ def tiers_known(d: Deployment) -> Outcome:
     """Accounts on an unknown tier are denied `tier_unknown`: a broken plan, not a control."""
     assert d.rules is not None
     bad = sorted({f"{k.where}: tier {k.tier!r}" for k in _active(d) if k.tier not in d.rules.tiers})
-    if bad:
-        return "fail", _listed(bad, "keys on unknown tiers")
-    return "pass", ["every active key's tier exists"]
+    return outcome(_listed(bad, "keys on unknown tiers"), "every active key's tier exists")
 
 
 @check(
@@ -79,6 +73,6 @@ def tiers_known(d: Deployment) -> Outcome:
 def rejected_revoked(d: Deployment) -> Outcome:
     """A rejected account on a tier that admits unverified accounts is still served."""
     bad = [f"{k.where}: kyc rejected, key active" for k in _active(d) if k.kyc is Kyc.REJECTED]
-    if bad:
-        return "fail", _listed(bad, "keys of rejected accounts")
-    return "pass", ["no rejected account holds an active key"]
+    return outcome(
+        _listed(bad, "keys of rejected accounts"), "no rejected account holds an active key"
+    )

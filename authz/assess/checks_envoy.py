@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.assess.deployment import Deployment
-from authz.assess.findings import Outcome, Severity, check
+from authz.assess.findings import Outcome, Severity, check, outcome
 from authz.errors import ConfigError
 from authz.governance import GOVERNANCE_PREFIX
 
@@ -124,9 +124,7 @@ def authz_on_every_listener(d: Deployment) -> Outcome:
     if not found:
         return "fail", [f"{d.envoy_at('static_resources.listeners')}: no HTTP connection manager"]
     bad = [f"{d.envoy_at(m.authz_path)}: no ext_authz filter" for m in found if m.authz is None]
-    if bad:
-        return "fail", bad
-    return "pass", [f"{len(found)} HTTP connection manager(s), each with ext_authz"]
+    return outcome(bad, f"{len(found)} HTTP connection manager(s), each with ext_authz")
 
 
 @check(

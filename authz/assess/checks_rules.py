@@ -7,7 +7,7 @@ and points its evidence at `rules.yaml:<line> <dotted path>`.
 from __future__ import annotations
 
 from authz.assess.deployment import Deployment
-from authz.assess.findings import Outcome, Severity, check
+from authz.assess.findings import Outcome, Severity, check, outcome
 from authz.rules import CompiledTier, Rules
 
 DETECTORS_APPLIED = ("template_spread", "elicitation", "regularity", "verdict")
@@ -27,10 +27,6 @@ def _rules(d: Deployment) -> Rules:
 
 def _unverified_tiers(rules: Rules) -> list[CompiledTier]:
     return [t for t in rules.tiers.values() if t.allow_unverified]
-
-
-def _outcome(problems: list[str], passed: str) -> Outcome:
-    return ("fail", problems) if problems else ("pass", [passed])
 
 
 @check(
@@ -79,7 +75,7 @@ def unverified_no_full_reasoning(d: Deployment) -> Outcome:
         for t in _unverified_tiers(_rules(d))
         if t.reasoning == "full"
     ]
-    return _outcome(bad, "no tier open to unverified accounts exposes full reasoning")
+    return outcome(bad, "no tier open to unverified accounts exposes full reasoning")
 
 
 @check(
@@ -106,7 +102,7 @@ def unverified_thinking_cap(d: Deployment) -> Outcome:
                 f"{d.rule_at(f'tiers.{t.name}.max_thinking_tokens')}: {t.max_thinking_tokens} "
                 f"above {UNVERIFIED_THINKING_CEILING} for a tier open to unverified accounts"
             )
-    return _outcome(
+    return outcome(
         bad,
         f"every unverified tier that shows reasoning caps thinking at "
         f"{UNVERIFIED_THINKING_CEILING} tokens or less",
@@ -129,7 +125,7 @@ def unverified_no_logprobs(d: Deployment) -> Outcome:
         for t in _unverified_tiers(_rules(d))
         if t.logprobs
     ]
-    return _outcome(bad, "no unverified tier returns log probabilities")
+    return outcome(bad, "no unverified tier returns log probabilities")
 
 
 @check(
@@ -148,7 +144,7 @@ def unverified_account_limits(d: Deployment) -> Outcome:
         for t in _unverified_tiers(_rules(d))
         if not any(w.kind == "requests" for w in t.limits.account)
     ]
-    return _outcome(bad, "every unverified tier limits requests per account")
+    return outcome(bad, "every unverified tier limits requests per account")
 
 
 @check(
@@ -166,7 +162,7 @@ def entity_limits(d: Deployment) -> Outcome:
         for t in _rules(d).tiers.values()
         if not t.limits.entity
     ]
-    return _outcome(bad, "every tier pools its accounts' requests per entity")
+    return outcome(bad, "every tier pools its accounts' requests per entity")
 
 
 @check(
@@ -186,7 +182,7 @@ def unverified_fail_closed(d: Deployment) -> Outcome:
         for t in _unverified_tiers(_rules(d))
         if t.limits.on_store_failure == "fail_open"
     ]
-    return _outcome(bad, "unverified tiers fail closed when the store is down")
+    return outcome(bad, "unverified tiers fail closed when the store is down")
 
 
 @check(
@@ -274,7 +270,7 @@ def restrict_output(d: Deployment) -> Outcome:
         bad.append(f"{d.rule_at('detection.restrict.logprobs')}: true")
     if r.watermark != "cluster":
         bad.append(f"{d.rule_at('detection.restrict.watermark')}: {r.watermark}")
-    return _outcome(bad, "restricted output: no logprobs, cluster watermark")
+    return outcome(bad, "restricted output: no logprobs, cluster watermark")
 
 
 def _denied_countries(rules: Rules, attr: str) -> set[str]:
@@ -326,7 +322,7 @@ def jurisdiction_not_shadow(d: Deployment) -> Outcome:
         for i, r in enumerate(_rules(d).jurisdiction.rules)
         if r.shadow and r.action == "deny"
     ]
-    return _outcome(bad, "no deny rule is in shadow")
+    return outcome(bad, "no deny rule is in shadow")
 
 
 @check(

@@ -103,6 +103,11 @@ class Finding:
 Outcome = tuple[Status, list[str]]
 
 
+def outcome(problems: list[str], passed: str) -> Outcome:
+    """Fail with the problems when there are any, else pass with `passed` as evidence."""
+    return ("fail", problems) if problems else ("pass", [passed])
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigCheck:
     """A configuration check: its metadata, the inputs it reads, and the function."""
