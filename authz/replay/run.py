@@ -214,7 +214,6 @@ class AuditFile:
         self.events_chain = f"events-{chain}"  # reportable events run on a chain of their own
         self._heads: dict[str, ChainHead] = {}
         self.content_bytes = content_bytes  # keep request content, this much body at most
-        self.written = 0
 
     def write(self, record: dict[str, Any], *, chain: str | None = None) -> None:
         """Chain one record after the last of its chain (the decisions' by default); write it."""
@@ -222,7 +221,6 @@ class AuditFile:
         line, self._heads[name] = seal(record, self._heads.get(name), name)
         self._out.write(line)
         self._out.write("\n")
-        self.written += 1
 
     async def emit(self, events: Sequence[Event], now: float) -> None:
         """Write reportable events as records of the events chain (an EventSink)."""
@@ -255,8 +253,9 @@ class _Recorded:
 
     def record(self, facts: RequestFacts, decision: Decision) -> None:
         """Build the decision's audit record when something reads it, and hand it on."""
-        if self.offpath is None and self.audit is None:
-            return
+        analysed = self.offpath is not None and decision.caller is not None
+        if self.audit is None and not analysed:
+            return  # nothing reads this decision's record: do not build it
         record = to_dict(build_record(facts, decision, trace_id="", content=self.content))
         if self.audit is not None:
             self.audit.write(record)
