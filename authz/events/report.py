@@ -182,9 +182,10 @@ class Events:
     ) -> list[Event]:
         """Detect after one analysis at record time `now`, pass the gate, report; the events."""
         events = self.detector.after_analysis(now, clusters, verdicts)
-        if self.gate is not None and (events or self.detector.open_incidents(now)):
+        still_open = self.detector.open_incidents(now) if self.gate is not None else []
+        if self.gate is not None and (events or still_open):
             try:
-                events = await self.gate.admit(events, self.detector.open_incidents(now))
+                events = await self.gate.admit(events, still_open)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Better twice (receivers drop repeats by event id) than never.
                 log.warning("event gate unavailable; reporting without it (%s)", exc)
