@@ -273,7 +273,8 @@ def restrict_output(d: Deployment) -> Outcome:
     return outcome(bad, "restricted output: no logprobs, cluster watermark")
 
 
-def _denied_countries(rules: Rules, attr: str) -> set[str]:
+def denied_countries(rules: Rules, attr: str) -> set[str]:
+    """Countries (of `ip_country` or `kyc_country`) an enforced, all-tier deny rule names."""
     out: set[str] = set()
     for r in rules.jurisdiction.rules:
         values = getattr(r, attr)
@@ -294,8 +295,8 @@ def _denied_countries(rules: Rules, attr: str) -> set[str]:
 def kyc_country_rule(d: Deployment) -> Outcome:
     """An IP rule alone is walked around with a VPN; the account's country is not."""
     rules = _rules(d)
-    by_ip = _denied_countries(rules, "ip_country")
-    missing = sorted(by_ip - _denied_countries(rules, "kyc_country"))
+    by_ip = denied_countries(rules, "ip_country")
+    missing = sorted(by_ip - denied_countries(rules, "kyc_country"))
     if not by_ip:
         return "fail", [f"{d.rule_at('jurisdiction.rules')}: no country is denied by IP or KYC"]
     if missing:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from authz.assess import campaign, minting, probes
 from authz.assess.charts import controls_chart
+from authz.assess.checks_rules import denied_countries
 from authz.assess.deployment import (
     Deployment,
     keys_from_file,
@@ -97,10 +98,7 @@ def _parts(ns: argparse.Namespace, d: Deployment, skipped: list[str]) -> dict[st
 
 def denied_address(rules: Rules | None) -> str | None:
     """An address (from the demo GeoIP data) in a country the rules deny by IP."""
-    denied: set[str] = set()
-    for r in rules.jurisdiction.rules if rules is not None else ():
-        if r.action == "deny" and not r.shadow and r.ip_country and r.tiers is None:
-            denied |= r.ip_country
+    denied = denied_countries(rules, "ip_country") if rules is not None else set()
     for row in read_csv(demo_csv_path()):
         if row.country in denied and row.network.version == 4:
             return str(row.network.network_address + 1)
