@@ -89,13 +89,15 @@ def _tally(source: Source, belongs: Match, period: Period, collector: Collector)
         if "event" in fields:
             if period.holds(when) and len(t.events) < MAX_EVENTS:
                 t.events.append({**fields["event"], "record_time": fields["time"], "where": where})
-        elif belongs(fields) and not period.holds(when):
+        elif not belongs(fields):
+            continue
+        elif not period.holds(when):
             t.outside += 1
-        elif belongs(fields) and not usable(fields):
+        elif not usable(fields):
             t.unusable += 1
             if len(t.places) < MAX_PLACES:
                 t.places.append(where)
-        elif belongs(fields):
+        else:
             t.evidence.note(fields)
             collector.add(fields, when)
     return t
