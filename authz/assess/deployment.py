@@ -27,11 +27,8 @@ from authz.rules import Rules, _line_index, load_rules
 class KeyFact:
     """One key as the accounts checks see it (never its secret)."""
 
-    key_id: str
-    account: str
     tier: str
     kyc: Kyc
-    country: str
     expires: float | None
     revoked: bool
     plaintext: bool  # the accounts file holds the secret itself, not its digest
@@ -124,11 +121,8 @@ def keys_from_file(path: Path) -> list[KeyFact]:
         for k in entry.keys:
             facts.append(
                 KeyFact(
-                    key_id=k.id,
-                    account=entry.account,
                     tier=entry.tier,
                     kyc=entry.kyc,
-                    country=entry.country,
                     expires=None if k.expires is None else k.expires.timestamp(),
                     revoked=k.revoked,
                     plaintext=k.secret is not None,
@@ -154,11 +148,8 @@ def keys_from_store(url: str) -> list[KeyFact]:
                 await client.aclose()
         return [
             KeyFact(
-                key_id=r.key_id,
-                account=r.account.account,
                 tier=r.account.tier,
                 kyc=r.account.kyc,
-                country=r.account.country,
                 expires=r.expires,
                 revoked=r.revoked,
                 plaintext=False,
