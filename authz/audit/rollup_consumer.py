@@ -13,22 +13,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from authz.audit.client import Client
+from authz.audit.group import Entry, GroupReader, run
 from authz.audit.record import parse_fields
 from authz.audit.roller import Roller, RollupStats
 from authz.audit.rollup_keys import Retention
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.clock import SystemClock
 from authz.protocols import Clock
-from authz.redistext import text
 
 log = logging.getLogger("authz.audit.rollup")
 _RECORD_KEY = RECORD_FIELD.encode()  # entries come back with bytes keys
-Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
 class RollupConsumer:
@@ -58,14 +57,15 @@ class RollupConsumer:
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.stream = stream
-        self.batch = batch
-        self.claim_idle = claim_idle
-        self.claim_every = claim_every
-        self._monotonic = monotonic
-        self._next_claim = 0.0
-        self._claim_cursor = "0-0"
-        self._backlog = True  # first re-read our own pending entries (id 0)
-        self._trimmed = 0
+        self._reader = GroupReader(
+            stream,
+            group,
+            self.consumer,
+            batch=batch,
+            claim_idle=claim_idle,
+            claim_every=claim_every,
+            monotonic=monotonic,
+        )
         self._recovered = RollupStats()  # scripts run finishing others' WALs
         self.roller = Roller(
             client,
@@ -87,53 +87,22 @@ class RollupConsumer:
 
     def claim(self) -> list[Entry]:
         """Take over entries other consumers left pending for longer than `claim_idle`."""
-        entries: list[Entry] = []
-        while not entries:
-            reply = self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                int(self.claim_idle * 1000),
-                start_id=self._claim_cursor,
-                count=self.batch,
-            )
-            cursor = text(reply[0])
-            entries = list(reply[1])
-            self._trimmed += len(reply[2]) if len(reply) > 2 else 0  # dropped from the PEL
-            self._claim_cursor = cursor
-            if cursor == "0-0":
-                break
-        return entries
+        return run(self._reader.claim(), self.client)
 
     def read(self, block: float | None) -> list[Entry]:
         """Our own pending entries first (after a restart), then new ones."""
-        start = "0" if self._backlog else ">"
-        reply = self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.stream: start},
-            count=self.batch,
-            block=None if self._backlog or block is None else max(1, int(block * 1000)),
-        )
-        entries: list[Entry] = list(cast(Any, reply)[0][1]) if reply else []
-        if self._backlog and not entries:
-            self._backlog = False
-            return self.read(block)
-        return entries
+        return run(self._reader.read(block), self.client)
 
     def fetch(self, block: float | None = None) -> list[Entry]:
         """The next batch of entries to apply (see the class docstring).
 
         When a claim is due, first finishes any WAL a crashed consumer left.
         """
-        now = self._monotonic()
-        if now >= self._next_claim:
+
+        def recover() -> None:
             self._recovered.add_scripts(self.roller.recover())
-            entries = self.claim()
-            if entries:
-                return entries
-            self._next_claim = now + self.claim_every
-        return self.read(block)
+
+        return run(self._reader.fetch(block, recover), self.client)
 
     def apply(self, entries: list[Entry]) -> RollupStats:
         """Apply and acknowledge a batch; entries claimed away meanwhile are left to their owner."""
@@ -145,13 +114,13 @@ class RollupConsumer:
                 items.append((entry_id, parse_fields(fields.get(_RECORD_KEY))))
             else:
                 deleted.append(entry_id)
-        trimmed, self._trimmed = self._trimmed, 0
+        trimmed, self._reader.trimmed = self._reader.trimmed, 0
         return self.roller.apply(items, deleted, trimmed)
 
     def step(self, block: float | None = None) -> tuple[int, RollupStats]:
         """Fetch and apply one batch; returns how many entries were fetched and the figures."""
         entries = self.fetch(block)
-        stats = self.apply(entries) if entries or self._trimmed else RollupStats()
+        stats = self.apply(entries) if entries or self._reader.trimmed else RollupStats()
         stats.add_scripts(self._recovered)
         self._recovered = RollupStats()
         return len(entries), stats
@@ -175,7 +144,9 @@ class RollupConsumer:
                 if drain and backoff >= 5.0:
                     raise  # a one-off drain gives up after ~10 s of failures; a service waits
                 log.warning("audit rollup: redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                self._backlog = True  # what we read but did not apply is still pending for us
+                self._reader.backlog = (
+                    True  # what we read but did not apply is still pending for us
+                )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

@@ -50,6 +50,7 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 from redis.typing import EncodableT, FieldT
 
+from authz.audit.group import Entry, GroupReader, run_async
 from authz.audit.record import is_event, parse_fields
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect.analyzer import Analyzer, Observation, RecordError, parse_record
@@ -57,7 +58,6 @@ from authz.detect.settings import AnalysisSettings
 from authz.detect.verdicts import Verdict, VerdictSink
 from authz.events.detector import Sighting, sighting_of
 from authz.events.report import Events
-from authz.redistext import text
 
 log = logging.getLogger("authz.detect.worker")
 
@@ -88,7 +88,6 @@ return 0
 """
 
 Client = Redis | RedisCluster
-Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
 @dataclass
@@ -155,16 +154,19 @@ class AnalysisWorker:
         self.obs_stream = obs_stream
         self.lock_key = lock_key
         self.batch = batch
-        self.claim_idle = claim_idle
-        self.claim_every = claim_every
         self.lease = lease
         self.stats = WorkerStats()
-        self._monotonic = monotonic
         self._wall = wall
         self._lease_script = client.register_script(_LEASE)
-        self._next_claim = 0.0
-        self._claim_cursor = "0-0"
-        self._backlog = True  # re-read our own pending entries first (id 0)
+        self._reader = GroupReader(
+            stream,
+            group,
+            self.consumer,
+            batch=batch,
+            claim_idle=claim_idle,
+            claim_every=claim_every,
+            monotonic=monotonic,
+        )
         self._follow_cursor = "0-0"
         self._due: float | None = None  # record time of the next analysis
 
@@ -185,47 +187,15 @@ class AnalysisWorker:
 
     async def claim(self) -> list[Entry]:
         """Take over entries other workers left pending for longer than `claim_idle`."""
-        entries: list[Entry] = []
-        while not entries:
-            reply = await self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                int(self.claim_idle * 1000),
-                start_id=self._claim_cursor,
-                count=self.batch,
-            )
-            self._claim_cursor = text(reply[0])
-            entries = list(reply[1])
-            if self._claim_cursor == "0-0":
-                break
-        return entries
+        return await run_async(self._reader.claim(), self.client)
 
     async def read(self, block: float | None) -> list[Entry]:
         """Our own pending entries first (after a restart), then new ones."""
-        start = "0" if self._backlog else ">"
-        reply = await self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.stream: start},
-            count=self.batch,
-            block=None if self._backlog or block is None else max(1, int(block * 1000)),
-        )
-        entries: list[Entry] = list(cast(Any, reply)[0][1]) if reply else []
-        if self._backlog and not entries:
-            self._backlog = False
-            return await self.read(block)
-        return entries
+        return await run_async(self._reader.read(block), self.client)
 
     async def fetch(self, block: float | None = None) -> list[Entry]:
         """The next batch: claimed entries when a claim is due and finds some, else `read`."""
-        now = self._monotonic()
-        if now >= self._next_claim:
-            entries = await self.claim()
-            if entries:
-                return entries
-            self._next_claim = now + self.claim_every
-        return await self.read(block)
+        return await run_async(self._reader.fetch(block), self.client)
 
     def observe_entries(
         self, entries: Sequence[Entry]
@@ -403,7 +373,7 @@ class AnalysisWorker:
                 if drain and backoff >= 5.0:
                     raise  # a one-off drain gives up after ~10 s of failures; a service waits
                 log.warning("analysis: redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                self._backlog = True  # what we read but did not acknowledge is still ours
+                self._reader.backlog = True  # what we read but did not acknowledge is still ours
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
