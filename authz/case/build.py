@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz import __version__
-from authz.audit.record import parse_fields
+from authz.audit.record import is_event, parse_fields
 from authz.audit.window import rfc3339
 from authz.case.collect import Collector, usable
 from authz.case.evidence import Evidence
@@ -86,7 +86,7 @@ def _tally(source: Source, belongs: Match, period: Period, collector: Collector)
         when = record_time(fields) if fields is not None else None
         if fields is None or when is None:
             continue
-        if "event" in fields:
+        if is_event(fields):
             if period.holds(when) and len(t.events) < MAX_EVENTS:
                 t.events.append({**fields["event"], "record_time": fields["time"], "where": where})
         elif not belongs(fields):
@@ -109,7 +109,7 @@ def _context(source: Source, belongs: Match, period: Period, sections: dict[str,
     for _, raw in source.records():
         fields = parse_fields(raw)
         when = record_time(fields) if fields is not None else None
-        if fields is None or when is None or "event" in fields or belongs(fields):
+        if fields is None or when is None or is_event(fields) or belongs(fields):
             continue
         if period.holds(when):
             context.add(fields, when)
