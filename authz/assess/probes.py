@@ -102,17 +102,6 @@ BURST = CheckInfo(
     2,
     "tiers:\n  free:\n    limits:\n      account: {requests: {1m: 5, 1d: 30}}",
 )
-ALL_PROBES = (
-    NO_KEY,
-    FORGED_KEY,
-    REVOKED_KEY,
-    FORGED_XFF,
-    FORGED_HEADERS,
-    OVERSIZE,
-    MALFORMED,
-    ELICITATION,
-    BURST,
-)
 
 
 class ProbeError(Exception):
@@ -395,38 +384,52 @@ def preflight(t: Target) -> None:
         raise ProbeError(f"--key is refused: {_said(ex)}")
 
 
+def probe_no_key(t: Target) -> Finding:
+    """A request without any key."""
+    return refused(t, NO_KEY, "no key", {}, {401})
+
+
+def probe_forged_key(t: Target) -> Finding:
+    """A key that was never issued."""
+    return refused(t, FORGED_KEY, "made-up key", t.auth("dg_assess_made_up_key_0000"), {401})
+
+
+def probe_revoked_key(t: Target) -> Finding:
+    """The revoked key, when one was given."""
+    if t.revoked_key is None:
+        return REVOKED_KEY.finding("unverifiable", ["no --revoked-key given"])
+    label = f"revoked {key_label(t.revoked_key)}"
+    return refused(t, REVOKED_KEY, label, t.auth(t.revoked_key), {401, 403})
+
+
+# In the order they run; the elicitation runs before the burst that may share its key.
+PROBES: tuple[tuple[CheckInfo, Callable[[Target], Finding]], ...] = (
+    (NO_KEY, probe_no_key),
+    (FORGED_KEY, probe_forged_key),
+    (REVOKED_KEY, probe_revoked_key),
+    (FORGED_XFF, probe_forged_xff),
+    (FORGED_HEADERS, probe_forged_headers),
+    (OVERSIZE, probe_oversize),
+    (MALFORMED, probe_malformed),
+    (ELICITATION, probe_elicitation),
+    (BURST, probe_burst),
+)
+ALL_PROBES = tuple(info for info, _ in PROBES)
+
+
 def run_probes(t: Target) -> list[Finding]:
-    """Every probe in turn; the elicitation runs before the burst that may share its key.
+    """Every probe of PROBES in turn.
 
     When the target stops answering part-way, the probes already done keep their
     findings and the rest are recorded as unverifiable, with the reason in `t.lost`.
     """
-
-    def revoked() -> Finding:
-        if t.revoked_key is None:
-            return REVOKED_KEY.finding("unverifiable", ["no --revoked-key given"])
-        label = f"revoked {key_label(t.revoked_key)}"
-        return refused(t, REVOKED_KEY, label, t.auth(t.revoked_key), {401, 403})
-
-    made_up = t.auth("dg_assess_made_up_key_0000")
-    steps: list[tuple[CheckInfo, Callable[[], Finding]]] = [
-        (NO_KEY, lambda: refused(t, NO_KEY, "no key", {}, {401})),
-        (FORGED_KEY, lambda: refused(t, FORGED_KEY, "made-up key", made_up, {401})),
-        (REVOKED_KEY, revoked),
-        (FORGED_XFF, lambda: probe_forged_xff(t)),
-        (FORGED_HEADERS, lambda: probe_forged_headers(t)),
-        (OVERSIZE, lambda: probe_oversize(t)),
-        (MALFORMED, lambda: probe_malformed(t)),
-        (ELICITATION, lambda: probe_elicitation(t)),
-        (BURST, lambda: probe_burst(t)),
-    ]
     out: list[Finding] = []
-    for info, run in steps:
+    for info, probe in PROBES:
         if t.lost is not None:
             out.append(info.finding("unverifiable", [f"not run: {t.lost}"]))
             continue
         try:
-            out.append(run())
+            out.append(probe(t))
         except ProbeError as exc:
             t.lost = f"the target stopped answering ({exc})"
             out.append(info.finding("unverifiable", [f"cut short: {t.lost}"]))
