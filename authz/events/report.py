@@ -209,7 +209,6 @@ def worker_events(
     gate_client: Redis | RedisCluster,
     chain: str | None = None,
     webhook: WebhookSettings | None = None,
-    maxlen: int | None = None,
 ) -> Events:
     """Event reporting as `distill-guard analyze` runs it: log, audit stream, webhook, gate.
 
@@ -218,9 +217,7 @@ def worker_events(
     sinks: list[EventSink] = [
         LogSink(),
         StreamSink(
-            RedisStreamSink(
-                stream_client, name="events", stream=stream, maxlen=maxlen or _serve_maxlen()
-            ),
+            RedisStreamSink(stream_client, name="events", stream=stream, maxlen=_serve_maxlen()),
             chain or events_chain(),
         ),
     ]
