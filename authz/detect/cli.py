@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -40,31 +40,31 @@ from authz.events.webhook import WebhookSettings
 from authz.metering.connect import rate_client
 from authz.settings import ENV_PREFIX
 
+if TYPE_CHECKING:
+    from authz.rules import Rules
 
-def settings_from(ns: argparse.Namespace) -> AnalysisSettings:
+
+def rules_from(ns: argparse.Namespace) -> Rules | None:
+    """The rules file `--rules` names, loaded once (None without one); ConfigError if bad."""
+    if ns.rules is None:
+        return None
+    from authz.rules import load_rules  # the rules loader pulls in the whole pipeline
+
+    return load_rules(ns.rules)
+
+
+def settings_from(ns: argparse.Namespace, rules: Rules | None) -> AnalysisSettings:
     """The analysis settings the flags name (see the module docstring); ConfigError if bad."""
     if ns.settings is not None:
         settings = load_settings(ns.settings)
-    elif ns.rules is not None:
-        from authz.rules import load_rules  # the rules loader pulls in the whole pipeline
-
-        section = getattr(load_rules(ns.rules).detection, "analysis", None)
+    elif rules is not None:
+        section = getattr(rules.detection, "analysis", None)
         settings = section if isinstance(section, AnalysisSettings) else AnalysisSettings()
     else:
         settings = AnalysisSettings()
     if ns.interval is not None:
         settings = settings.model_copy(update={"interval": ns.interval})
     return settings
-
-
-def events_rules_from(ns: argparse.Namespace) -> tuple[EventRules | None, str]:
-    """The rules file's `events` section (None without one) and its version; ConfigError if bad."""
-    if ns.rules is None:
-        return None, ""
-    from authz.rules import load_rules
-
-    rules = load_rules(ns.rules)
-    return rules.events, rules.version
 
 
 def _redis_url(value: str | None, flag: str) -> str:
@@ -79,8 +79,9 @@ def _redis_url(value: str | None, flag: str) -> str:
 def _run(ns: argparse.Namespace) -> int:
     logs.configure(ns.log_level)
     try:
-        settings = settings_from(ns)
-        events, version = events_rules_from(ns)
+        rules = rules_from(ns)
+        settings = settings_from(ns, rules)
+        events, version = (None, "") if rules is None else (rules.events, rules.version)
         webhook = event_options.webhook_settings(ns)
         if webhook is not None and events is None:
             raise ConfigError(
@@ -242,7 +243,7 @@ async def bench_redis(url: str, n: int, settings: AnalysisSettings) -> dict[str,
 def _bench(ns: argparse.Namespace) -> int:
     logs.configure(ns.log_level)
     try:
-        settings = settings_from(ns)
+        settings = settings_from(ns, rules_from(ns))
         url = _redis_url(ns.stream or ns.store, "--stream") if ns.stream or ns.store else None
     except (ConfigError, ValueError) as exc:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
