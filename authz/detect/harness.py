@@ -300,10 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def synthetic_records(n: int, *, seed: int = 7, start: float = 1776816000.0) -> list[str]:
     """`n` audit records as canonical-looking JSON lines, for throughput benchmarks.
 
@@ -369,3 +365,7 @@ def synthetic_records(n: int, *, seed: int = 7, start: float = 1776816000.0) -> 
         }
         lines.append(json.dumps(record, sort_keys=True, separators=(",", ":")))
     return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
