@@ -18,6 +18,9 @@ from authz import __version__
 from authz.assess.campaign import ScenarioResult, reason_label
 from authz.assess.findings import CONTROLS, Finding, Severity
 from authz.assess.probes import Exchange
+
+# The evaluation report's Markdown table, so both reports escape cells alike.
+from authz.evaluation.markdown import _table as _md_table
 from authz.evaluation.markdown import duration, pct, rate
 
 STATUSES = ("pass", "fail", "warn", "unverifiable")
@@ -117,15 +120,6 @@ def _scenario_row(s: ScenarioResult) -> dict[str, Any]:
 
 
 # --- Markdown --------------------------------------------------------------------------
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(head: list[str], rows: list[list[object]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return out + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
 
 
 def _after(seconds: float | None, requests: int | None, reason: str | None) -> str:
