@@ -25,7 +25,6 @@ One analysis, in order:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import math
@@ -237,6 +236,7 @@ class TemplateIndex:
         self.max_bits = max_bits
         self.max_pairs = max_pairs
         self.radius = max_bits // 4  # bits flipped within one band when probing
+        self._masks = _probe_masks(self.radius)
         self._last: dict[str, float] = {}  # template id -> last seen
         self._simhash: dict[str, int] = {}
         self._near: dict[str, set[str]] = {}
@@ -259,7 +259,7 @@ class TemplateIndex:
         self._simhash[template] = simhash
         max_bits, buckets, keys = self.max_bits, self._buckets, _band_keys(simhash)
         for key in keys:
-            for mask in _probe_masks(self.radius):
+            for mask in self._masks:
                 bucket = buckets.get(key ^ mask)
                 if not bucket:
                     continue
@@ -315,7 +315,6 @@ def _band_keys(h: int) -> tuple[int, ...]:
     return tuple(band << 16 | (h >> 16 * band) & 0xFFFF for band in range(4))
 
 
-@functools.lru_cache(maxsize=8)
 def _probe_masks(radius: int) -> tuple[int, ...]:
     """Every 16-bit mask with at most `radius` bits set, the empty one first."""
     return tuple(
