@@ -10,6 +10,7 @@ of the same traffic gives the same ids, and a receiver can drop repeats.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,10 @@ class Event:
             self.message(), preserving_proto_field_name=True
         )
         return fields
+
+    def line(self) -> str:
+        """`to_json` on one line, keys sorted: the webhook's body, a line of --events-out."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
     def record(self, now: float) -> dict[str, Any]:
         """The unchained audit record that carries the event, timed `now` (record time)."""

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import random
 import time
@@ -217,7 +216,7 @@ class WebhookSink:
 
     async def deliver(self, event: Event) -> bool:
         """Send one event, retrying within its budget; whether the receiver took it."""
-        body = json.dumps(event.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        body = event.line().encode()
         deadline = self._monotonic() + self.settings.budget
         attempt = 0
         while True:

@@ -239,7 +239,7 @@ class EventsFile:
     async def emit(self, events: Sequence[Event], now: float) -> None:
         """Write the events."""
         for event in events:
-            self._out.write(json.dumps(event.to_json(), sort_keys=True, separators=(",", ":")))
+            self._out.write(event.line())
             self._out.write("\n")
 
 
