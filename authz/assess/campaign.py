@@ -149,7 +149,8 @@ def run_scenario(
     return ScenarioResult(knobs.scenario, ev, chart, fitted)
 
 
-def _total(ev: Evaluation, hard_negative: bool | None) -> BenignFigures | None:
+def benign_total(ev: Evaluation, hard_negative: bool | None) -> BenignFigures | None:
+    """The benign totals of all benign accounts (None) or of the hard negatives (True)."""
     return next((b for b in ev.benign_totals if b.hard_negative is hard_negative), None)
 
 
@@ -207,7 +208,7 @@ def campaign_findings(rules: Rules, results: list[ScenarioResult]) -> list[Findi
                 f"{r.scenario}: leakage {pct(leak)} ({camp.leaked} of {camp.requests} requests)",
             )
         )
-        benign, hard = _total(r.evaluation, None), _total(r.evaluation, True)
+        benign, hard = benign_total(r.evaluation, None), benign_total(r.evaluation, True)
         if benign is not None:
             judged[BENIGN_RESTRICTED].append(
                 (

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz import __version__
-from authz.assess.campaign import ScenarioResult, reason_label
+from authz.assess.campaign import ScenarioResult, benign_total, reason_label
 from authz.assess.findings import CONTROLS, Finding, Severity
 from authz.assess.probes import Exchange
 
@@ -97,8 +97,7 @@ class Report:
 
 def _scenario_row(s: ScenarioResult) -> dict[str, Any]:
     camp = s.evaluation.campaigns_total
-    benign = next((b for b in s.evaluation.benign_totals if b.hard_negative is None), None)
-    hard = next((b for b in s.evaluation.benign_totals if b.hard_negative is True), None)
+    benign, hard = benign_total(s.evaluation, None), benign_total(s.evaluation, True)
     found = s.detection
     return {
         "scenario": s.scenario,
