@@ -142,7 +142,7 @@ def fails_closed(d: Deployment) -> Outcome:
         for m in _envoy(d)
         if m.authz is not None and m.authz.get("failure_mode_allow") is True
     ]
-    return ("fail", bad) if bad else ("pass", ["failure_mode_allow is false or unset"])
+    return outcome(bad, "failure_mode_allow is false or unset")
 
 
 def _disables(config: Any) -> bool:
@@ -172,7 +172,7 @@ def no_route_bypass(d: Deployment) -> Outcome:
                     bad.append(
                         f"{d.envoy_at(f'{rpath}.typed_per_filter_config')}: disabled for {match}"
                     )
-    return ("fail", bad) if bad else ("pass", ["no per-route or per-host exemption"])
+    return outcome(bad, "no per-route or per-host exemption")
 
 
 @check(
@@ -196,7 +196,7 @@ def underscores_dropped(d: Deployment) -> Outcome:
         if action not in ("DROP_HEADER", "REJECT_REQUEST"):
             where = d.envoy_at(f"{m.path}.common_http_protocol_options")
             bad.append(f"{where}: headers_with_underscores_action {action}")
-    return ("fail", bad) if bad else ("pass", ["headers with underscores are dropped"])
+    return outcome(bad, "headers with underscores are dropped")
 
 
 def _governance_added(d: Deployment, holder: dict[str, Any], path: str) -> list[str]:
@@ -231,7 +231,7 @@ def no_governance_headers_added(d: Deployment) -> Outcome:
             bad += _governance_added(d, vhost, vpath)
             for rpath, route in _routes(d, vpath, vhost):
                 bad += _governance_added(d, route, rpath)
-    return ("fail", bad) if bad else ("pass", ["no route adds a governance header"])
+    return outcome(bad, "no route adds a governance header")
 
 
 @check(
@@ -252,7 +252,7 @@ def remote_address(d: Deployment) -> Outcome:
         if isinstance(hops, int) and hops > 1:
             where = d.envoy_at(m.path + ".xff_num_trusted_hops")
             bad.append(f"{where}: {hops} (each extra hop lets a client choose its address)")
-    return ("fail", bad) if bad else ("pass", ["use_remote_address true, at most one XFF hop"])
+    return outcome(bad, "use_remote_address true, at most one XFF hop")
 
 
 @check(
@@ -271,7 +271,7 @@ def body_sent(d: Deployment) -> Outcome:
         for m in _envoy(d)
         if m.authz is not None and not m.authz.get("with_request_body")
     ]
-    return ("fail", bad) if bad else ("pass", ["the body reaches the check"])
+    return outcome(bad, "the body reaches the check")
 
 
 @check(
@@ -333,4 +333,4 @@ def budget_below_timeout(d: Deployment) -> Outcome:
         if timeout is not None and budget >= timeout:
             where = d.envoy_at(m.authz_path + ".grpc_service.timeout")
             bad.append(f"{where}: {timeout:g}s, check budget {budget:g}s")
-    return ("fail", bad) if bad else ("pass", [f"check budget {budget:g}s below Envoy's timeout"])
+    return outcome(bad, f"check budget {budget:g}s below Envoy's timeout")
