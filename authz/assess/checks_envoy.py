@@ -7,7 +7,6 @@ route that could switch the filter off. Evidence names `file:line path`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -319,11 +318,9 @@ def budget_below_timeout(d: Deployment) -> Outcome:
     """Otherwise slow checks end as Envoy's anonymous 503s, without reason or audit."""
     assert d.serve is not None
     try:
-        budget = d.serve.number("check_budget")
-    except ValueError:
-        return "fail", [f"{d.serve.at('check_budget')}: not a number"]
-    if not math.isfinite(budget) or budget <= 0:
-        return "fail", [f"{d.serve.at('check_budget')}: {budget:g} is not a duration"]
+        budget = d.serve.seconds("check_budget", zero=False)
+    except ValueError as exc:
+        return "fail", [f"{d.serve.at('check_budget')}: {exc}"]
     bad = []
     for m in _envoy(d):
         if m.authz is None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from authz.assess.deployment import Deployment
 from authz.assess.findings import Outcome, Severity, check
 from authz.assess.serveconf import ServeConfig
@@ -108,12 +106,9 @@ def revocation_delay(d: Deployment) -> Outcome:
     """The key cache keeps serving a revoked key until its entry expires."""
     conf = _serve(d)
     try:
-        ttl = conf.number("registry_cache_ttl")
-    except ValueError:
-        return "fail", [f"{conf.at('registry_cache_ttl')}: not a number"]
-    if not math.isfinite(ttl) or ttl < 0:
-        # serve takes these, but a cache lifetime of nan or below zero means nothing.
-        return "fail", [f"{conf.at('registry_cache_ttl')}: {ttl:g} is not a duration"]
+        ttl = conf.seconds("registry_cache_ttl", zero=True)
+    except ValueError as exc:
+        return "fail", [f"{conf.at('registry_cache_ttl')}: {exc}"]
     if ttl > 60:
         return "fail", [f"{conf.at('registry_cache_ttl')}: {ttl:g} s"]
     return "pass", [f"key cache {ttl:g} s"]

@@ -14,6 +14,7 @@ Secret (`valueFrom`) are recorded as `<from secretKeyRef>`, never resolved.
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -59,6 +60,20 @@ class ServeConfig:
         if not isinstance(value, int | float):
             raise ValueError(f"{name} is not a numeric setting")
         return float(value)
+
+    def seconds(self, name: str, *, zero: bool) -> float:
+        """A duration setting: finite, not negative, and not zero unless `zero`.
+
+        serve takes nan or a negative number, but as a duration they mean nothing.
+        ValueError with the evidence ("not a number", "-1 is not a duration").
+        """
+        try:
+            value = self.number(name)
+        except ValueError:
+            raise ValueError("not a number") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise ValueError(f"{value:g} is not a duration")
+        return value
 
     def _set(self, setting: str, value: str, where: str) -> None:
         # A value serve would refuse at start-up is a broken deployment, not a finding.
