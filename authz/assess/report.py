@@ -7,7 +7,6 @@ so the same inputs and the same `--now` give the same bytes.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections import Counter
@@ -20,8 +19,8 @@ from authz.assess.findings import CONTROLS, Finding, Severity
 from authz.assess.probes import Exchange
 
 # The evaluation report's Markdown table, so both reports escape cells alike.
-from authz.evaluation.markdown import _table as _md_table
 from authz.evaluation.markdown import duration, pct, rate
+from authz.tables import html_table, inline_png, md_table
 
 STATUSES = ("pass", "fail", "warn", "unverifiable")
 
@@ -237,7 +236,7 @@ def render_markdown(r: Report) -> str:
         "",
     ]
     out += ["## Executive summary", "", *_summary_lines(r), ""]
-    out += _md_table(CONTROL_HEAD, _control_rows(r))
+    out += md_table(CONTROL_HEAD, _control_rows(r))
     if "controls.png" in r.charts:
         out += ["", "![per-control pass/fail](controls.png)"]
     out += ["", "## Findings", ""]
@@ -251,7 +250,7 @@ def render_markdown(r: Report) -> str:
     if not failed:
         out += ["No failed, warned or unverifiable finding.", ""]
     out += ["## Passed checks", ""]
-    out += _md_table(PASSED_HEAD, _passed_rows(r))
+    out += md_table(PASSED_HEAD, _passed_rows(r))
     if r.exchanges:
         out += [
             "",
@@ -260,10 +259,10 @@ def render_markdown(r: Report) -> str:
             f"{len(r.exchanges)} requests, {r.probe_bytes:,} bytes sent.",
             "",
         ]
-        out += _md_table(PROBE_HEAD, _probe_rows(r))
+        out += md_table(PROBE_HEAD, _probe_rows(r))
     if r.scenarios:
         out += ["", "## Campaign exercise", ""]
-        out += _md_table(CAMPAIGN_HEAD, [_campaign_cells(s) for s in r.scenarios])
+        out += md_table(CAMPAIGN_HEAD, [_campaign_cells(s) for s in r.scenarios])
         out += [""] + [
             f"![{s.scenario}: leakage over time](campaign-{s.scenario}.png)"
             for s in r.scenarios
@@ -290,23 +289,6 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _html_table(head: list[str], rows: list[list[object]], *, state_col: int | None = None) -> str:
-    cells = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = []
-    for row in rows:
-        tds = []
-        for i, c in enumerate(row):
-            cls = f' class="{_e(c)}"' if i == state_col else ""
-            tds.append(f"<td{cls}>{_e(c)}</td>")
-        body.append("<tr>" + "".join(tds) + "</tr>")
-    return f"<table><tr>{cells}</tr>{''.join(body)}</table>"
-
-
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-
-
 def render_html(r: Report) -> str:
     """The report as one HTML file: inline CSS, charts as data: URIs, no external fetch."""
     summary = "".join(
@@ -323,10 +305,10 @@ def render_html(r: Report) -> str:
         f"<p>Generated {_e(r.generated)} by distill-guard {_e(__version__)}.</p>",
         f'<h2>Executive summary</h2><p class="{r.verdict}">Verdict: {r.verdict.upper()}</p>',
         summary,
-        _html_table(CONTROL_HEAD, _control_rows(r), state_col=1),
+        html_table(CONTROL_HEAD, _control_rows(r), class_column=1),
     ]
     if "controls.png" in r.charts:
-        parts.append(_img(r.charts["controls.png"], "per-control pass/fail"))
+        parts.append(inline_png(r.charts["controls.png"], "per-control pass/fail"))
     parts.append("<h2>Findings</h2>")
     for f in (f for f in r.findings if f.status != "pass"):
         c = f.check
@@ -338,19 +320,19 @@ def render_html(r: Report) -> str:
             f"<p>Evidence:</p><ul>{evidence}</ul><p>Fix:</p><pre>{_e(c.fix)}</pre></div>"
         )
     parts.append("<h2>Passed checks</h2>")
-    parts.append(_html_table(PASSED_HEAD, _passed_rows(r)))
+    parts.append(html_table(PASSED_HEAD, _passed_rows(r)))
     if r.exchanges:
         parts.append(
             f"<h2>Probes</h2><p>{len(r.exchanges)} requests, {r.probe_bytes:,} bytes sent.</p>"
         )
-        parts.append(_html_table(PROBE_HEAD, _probe_rows(r)))
+        parts.append(html_table(PROBE_HEAD, _probe_rows(r)))
     if r.scenarios:
         parts.append("<h2>Campaign exercise</h2>")
-        parts.append(_html_table(CAMPAIGN_HEAD, [_campaign_cells(s) for s in r.scenarios]))
+        parts.append(html_table(CAMPAIGN_HEAD, [_campaign_cells(s) for s in r.scenarios]))
         for s in r.scenarios:
             png = r.charts.get(f"campaign-{s.scenario}.png")
             if png is not None:
-                parts.append(_img(png, f"{s.scenario}: leakage over time"))
+                parts.append(inline_png(png, f"{s.scenario}: leakage over time"))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -9,7 +9,6 @@ so the same case gives the same bytes.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 
 from authz.case.document import Alert, Chart, Pre, Section, Table
 from authz.evaluation.chart import INSTALL_HINT
+from authz.tables import html_table, inline_png, md_table
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:78em;padding:0 1em;color:#222}
@@ -67,13 +67,8 @@ def volume_png(volume: Mapping[str, Any]) -> bytes | str:
     return out.getvalue()
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _md_table(t: Table) -> list[str]:
-    out = ["| " + " | ".join(t.head) + " |", "|" + "---|" * len(t.head)]
-    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+    out = md_table(t.head, t.rows)
     if t.more:
         out.append(f"\n({t.more:,} more rows in the JSON)")
     return out
@@ -102,12 +97,8 @@ def markdown(title: str, sections: Sequence[Section], chart: str | None) -> str:
 
 
 def _html_table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.head)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in t.rows
-    )
     more = f"<p>({t.more:,} more rows in the JSON)</p>" if t.more else ""
-    return f"<table><tr>{head}</tr>{rows}</table>{more}"
+    return html_table(t.head, t.rows) + more
 
 
 def to_html(title: str, sections: Sequence[Section], png: bytes | None) -> str:
@@ -129,9 +120,7 @@ def to_html(title: str, sections: Sequence[Section], png: bytes | None) -> str:
                 parts.append(f"<pre>{html.escape(block.text)}</pre>")
             elif isinstance(block, Chart):
                 if png is not None:
-                    data = base64.b64encode(png).decode()
-                    alt = html.escape(block.caption)
-                    parts.append(f'<img alt="{alt}" src="data:image/png;base64,{data}">')
+                    parts.append(inline_png(png, block.caption))
             else:
                 parts.append(f"<p>{html.escape(block)}</p>")
     parts.append("</body></html>")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from authz.evaluation.figures import (
@@ -13,6 +12,7 @@ from authz.evaluation.figures import (
     Evaluation,
     Spread,
 )
+from authz.tables import md_cell, md_table
 
 MAX_SERIES_ROWS = 400
 TOP_REASONS = 3
@@ -61,16 +61,6 @@ def number(x: float | None) -> str:
 def plural(n: int, word: str) -> str:
     """'1 account', '2 accounts'."""
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return out
 
 
 def _count_share(n: int, of: float | None) -> str:
@@ -149,7 +139,7 @@ def _campaigns(ev: Evaluation) -> list[str]:
     out = ["", "## Campaigns", ""]
     if not rows:
         return [*out, "No campaign accounts in the labels."]
-    out += _table(
+    out += md_table(
         [
             "campaign",
             "accounts (active)",
@@ -175,7 +165,7 @@ def _campaigns(ev: Evaluation) -> list[str]:
         ),
     )
     out += ["", "### Detection", ""]
-    out += _table(
+    out += md_table(
         [
             "campaign",
             "first request",
@@ -205,10 +195,10 @@ def _campaigns(ev: Evaluation) -> list[str]:
     ]
     if by_reason:
         out += ["", "### First restriction by reason", ""]
-        out += _table(["campaign", "reason", "after", "requests before", "rule"], by_reason)
+        out += md_table(["campaign", "reason", "after", "requests before", "rule"], by_reason)
     if ev.new_model is not None and ev.pivot_ts is not None:
         out += ["", f"### After the pivot to `{ev.new_model}` at {when(ev.pivot_ts)}", ""]
-        out += _table(
+        out += md_table(
             [
                 "campaign",
                 "requests on the new model",
@@ -256,7 +246,7 @@ def _benign(ev: Evaluation) -> list[str]:
             _reasons(b.restricted_requests_by_reason),
         ]
 
-    out += _table(
+    out += md_table(
         [
             "group",
             "accounts (active)",
@@ -274,13 +264,13 @@ def _benign(ev: Evaluation) -> list[str]:
     return out
 
 
-def _reason_table(ev: Evaluation) -> list[str]:
+def _reasonmd_table(ev: Evaluation) -> list[str]:
     out = ["", "## Restricted and denied requests by reason", ""]
     if not ev.reasons:
         return [*out, "No request was restricted."]
     head = ["reason", "campaign restricted", "campaign denied", "benign restricted"]
     head += ["benign denied", "hard negatives restricted", "hard negatives denied"]
-    out += _table(
+    out += md_table(
         head,
         (
             [
@@ -331,7 +321,7 @@ def _series(ev: Evaluation) -> list[str]:
         "account-days active within it (hard negatives apart).",
         "",
     ]
-    out += _table(
+    out += md_table(
         [
             "days",
             "campaign requests so far",
@@ -379,7 +369,7 @@ def _problems(ev: Evaluation) -> list[str]:
     out += notes
     if ln.problems:
         out += ["", "First skipped lines:", ""]
-        out += [f"- {_cell(p)}" for p in ln.problems]
+        out += [f"- {md_cell(p)}" for p in ln.problems]
     return out
 
 
@@ -389,7 +379,7 @@ def render(ev: Evaluation) -> str:
         _header(ev),
         _campaigns(ev),
         _benign(ev),
-        _reason_table(ev),
+        _reasonmd_table(ev),
         _series(ev),
         _problems(ev),
     ]
