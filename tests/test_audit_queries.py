@@ -347,3 +347,15 @@ def test_query_errors_exit_2(redis_url: str, capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().err == (
         "distill-guard audit usage: not a duration (90m, 24h, 7d) or an RFC 3339 time: 'soon'\n"
     )
+
+
+def test_record_times_need_their_offset() -> None:
+    """A record's time is read with its offset; one without is refused, not read as local time."""
+    from authz.audit.window import epoch_of
+
+    assert epoch_of("2026-04-22T00:00:00Z") == 1776816000.0
+    assert epoch_of("2026-04-22T02:00:00+02:00") == 1776816000.0
+    with pytest.raises(ValueError, match="without a UTC offset"):
+        epoch_of("2026-04-22T00:00:00")
+    with pytest.raises(ValueError):
+        epoch_of("yesterday")

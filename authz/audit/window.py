@@ -43,6 +43,17 @@ def parse_time(text: str, now: float) -> float:
     return when.timestamp()
 
 
+def epoch_of(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time with its offset; ValueError otherwise.
+
+    A time without an offset is refused rather than read in the machine's zone.
+    """
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError(f"time without a UTC offset: {text!r}")
+    return when.timestamp()
+
+
 def rfc3339(when: float) -> str:
     """Epoch seconds as an RFC 3339 UTC time."""
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,7 +12,6 @@ import re
 import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -23,7 +22,7 @@ from authz.audit.client import redis_client
 from authz.audit.record import parse_fields
 from authz.audit.stream import RECORD_FIELD
 from authz.audit.verify import stream_range
-from authz.audit.window import QueryError, parse_time
+from authz.audit.window import QueryError, epoch_of, parse_time
 from authz.detect.verdicts import VERDICT_PREFIX, verdict_key
 from authz.redistext import text
 
@@ -90,7 +89,7 @@ def record_time(fields: dict[str, Any]) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return epoch_of(value)
     except ValueError:
         return None
 

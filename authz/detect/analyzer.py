@@ -32,9 +32,9 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from authz.audit.window import epoch_of
 from authz.detect.settings import KINDS, AnalysisSettings
 from authz.detect.verdicts import ACTIONS, Action, Verdict
 
@@ -133,12 +133,11 @@ def _epoch(value: object, name: str) -> float:
     if not isinstance(value, str):
         raise RecordError("bad_field", f"{name!r} is not an RFC 3339 time")
     try:
-        when = datetime.fromisoformat(value)
+        return epoch_of(value)
     except ValueError:
-        raise RecordError("bad_field", f"{name!r} is not an RFC 3339 time") from None
-    if when.tzinfo is None:
-        raise RecordError("bad_field", f"{name!r} has no time zone")
-    return when.timestamp()
+        raise RecordError(
+            "bad_field", f"{name!r} is not an RFC 3339 time with its offset"
+        ) from None
 
 
 def parse_record(record: Mapping[str, Any]) -> Observation:
