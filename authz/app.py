@@ -174,15 +174,7 @@ def open_audit(settings: Settings, *, key_headers: KeyHeaders = tuple) -> AuditT
     for flag, value in sizes.items():
         if value < 1:
             raise ConfigError(flag, "", f"must be at least 1 (got {value})")
-    if settings.audit_request_content_bytes < 0:
-        raise ConfigError(
-            "--audit-request-content-bytes",
-            "",
-            f"must be at least 0 (got {settings.audit_request_content_bytes})",
-        )
-    content = None
-    if settings.audit_request_content:
-        content = ContentPolicy(settings.audit_request_content_bytes, key_headers=key_headers)
+    content = content_policy(settings, key_headers=key_headers)
     sinks = open_sinks(
         settings.audit,
         store=settings.store,
@@ -197,6 +189,19 @@ def open_audit(settings: Settings, *, key_headers: KeyHeaders = tuple) -> AuditT
         grace=settings.grace,
         content=content,
     )
+
+
+def content_policy(settings: Settings, *, key_headers: KeyHeaders) -> ContentPolicy | None:
+    """What of each request audit records keep (--audit-request-content), or None."""
+    if settings.audit_request_content_bytes < 0:
+        raise ConfigError(
+            "--audit-request-content-bytes",
+            "",
+            f"must be at least 0 (got {settings.audit_request_content_bytes})",
+        )
+    if not settings.audit_request_content:
+        return None
+    return ContentPolicy(settings.audit_request_content_bytes, key_headers=key_headers)
 
 
 def _load_accounts(path: Path, hasher: KeyHasher) -> MemoryRegistry:

@@ -34,6 +34,8 @@ def _settings(ns: argparse.Namespace) -> Settings:
         geoip=Path(geoip) if geoip else None,
         asn=Path(asn) if asn else None,
         max_body_bytes=ns.max_body_bytes,
+        audit_request_content=ns.audit_request_content,
+        audit_request_content_bytes=ns.audit_request_content_bytes,
     )
 
 
@@ -167,15 +169,8 @@ def _audit_file(ns: argparse.Namespace) -> Iterator[AuditFile | None]:
     if not ns.audit_out:
         yield None
         return
-    if ns.audit_request_content_bytes < 0:
-        raise ConfigError(
-            "--audit-request-content-bytes",
-            "",
-            f"must be at least 0 (got {ns.audit_request_content_bytes})",
-        )
-    content = ns.audit_request_content_bytes if ns.audit_request_content else None
     with open(ns.audit_out, "w", encoding="utf-8", newline="\n") as out:
-        yield AuditFile(out, chain=ns.audit_chain, content_bytes=content)
+        yield AuditFile(out, chain=ns.audit_chain)
 
 
 @contextlib.contextmanager

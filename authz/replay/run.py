@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from authz import governance
-from authz.app import App, build_app
+from authz.app import App, build_app, content_policy
 from authz.audit.chain import ChainHead, seal
 from authz.audit.record import ContentPolicy, build_record, to_dict
 from authz.clock import ManualClock
@@ -206,14 +206,11 @@ class AuditFile:
 
     name = "audit-out"
 
-    def __init__(
-        self, out: IO[str], *, chain: str = "replay", content_bytes: int | None = None
-    ) -> None:
+    def __init__(self, out: IO[str], *, chain: str = "replay") -> None:
         self._out = out
         self._chain = chain
         self.events_chain = f"events-{chain}"  # reportable events run on a chain of their own
         self._heads: dict[str, ChainHead] = {}
-        self.content_bytes = content_bytes  # keep request content, this much body at most
 
     def write(self, record: dict[str, Any], *, chain: str | None = None) -> None:
         """Chain one record after the last of its chain (the decisions' by default); write it."""
@@ -288,11 +285,9 @@ class Replayer:
             ids=self._decision_id,
         )
         self._max_body = settings.max_body_bytes
-        if audit is not None and audit.content_bytes is not None:
+        if audit is not None:  # request content as the server keeps it (its settings)
             rules = self.app.rules
-            sink.content = ContentPolicy(
-                audit.content_bytes, key_headers=lambda: rules.current().key_headers
-            )
+            sink.content = content_policy(settings, key_headers=lambda: rules.current().key_headers)
         current = self.app.rules.current()
         self.offpath: OffPath | None = None
         # Reportable events need the off-path run even when detection is off, as live
