@@ -36,14 +36,19 @@ def redis_client(url: str | None, *, timeout: float = 30.0) -> Client:
     redis://, rediss:// and unix:// name a standalone Redis; redis+cluster:// and
     rediss+cluster:// any node of a Cluster.
     """
+    return connect(redis_url(url), socket_timeout=timeout, socket_connect_timeout=5.0)
+
+
+def redis_url(url: str | None, flag: str = "--redis") -> str:
+    """The Redis URL given to `flag`, else DISTILL_GUARD_STORE; ValueError if neither is one."""
     url = url or os.environ.get(ENV_PREFIX + "STORE", "")
     if not url:
-        raise ValueError(f"give --redis redis://HOST:PORT/DB (or set {ENV_PREFIX}STORE)")
+        raise ValueError(f"give {flag} redis://HOST:PORT/DB (or set {ENV_PREFIX}STORE)")
     if url.partition("://")[0] not in REDIS_SCHEMES:
         raise ValueError(
-            f"not a Redis URL (redis://, rediss://, unix://, redis+cluster://): {url!r}"
+            f"{flag}: not a Redis URL (redis://, rediss://, unix://, redis+cluster://): {url!r}"
         )
-    return connect(url, socket_timeout=timeout, socket_connect_timeout=5.0)
+    return url
 
 
 def add_redis_argument(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from authz import logs
-from authz.audit.client import REDIS_SCHEMES
+from authz.audit.client import redis_url
 from authz.audit.record import parse_fields
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect.analyzer import Analyzer, Observation, RecordError, parse_record
@@ -67,15 +67,6 @@ def settings_from(ns: argparse.Namespace, rules: Rules | None) -> AnalysisSettin
     return settings
 
 
-def _redis_url(value: str | None, flag: str) -> str:
-    url = value or os.environ.get(ENV_PREFIX + "STORE", "")
-    if url.partition("://")[0] not in REDIS_SCHEMES:
-        raise ValueError(
-            f"{flag} needs a Redis URL (redis://, rediss://, unix://, redis+cluster://)"
-        )
-    return url
-
-
 def _run(ns: argparse.Namespace) -> int:
     logs.configure(ns.log_level)
     try:
@@ -91,8 +82,8 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
         return 2
     try:
-        stream_url = _redis_url(ns.stream or ns.store, "--stream")
-        store_url = _redis_url(ns.store, "--store")
+        stream_url = redis_url(ns.stream or ns.store, "--stream")
+        store_url = redis_url(ns.store, "--store")
     except ValueError as exc:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
         return 2
@@ -244,7 +235,7 @@ def _bench(ns: argparse.Namespace) -> int:
     logs.configure(ns.log_level)
     try:
         settings = settings_from(ns, rules_from(ns))
-        url = _redis_url(ns.stream or ns.store, "--stream") if ns.stream or ns.store else None
+        url = redis_url(ns.stream or ns.store, "--stream") if ns.stream or ns.store else None
     except (ConfigError, ValueError) as exc:
         print(f"distill-guard analyze: {exc}", file=sys.stderr)
         return 2
