@@ -150,9 +150,8 @@ class OffPath:
             self.events = Events(detector, Reporter(event_sinks))
 
     def record(self, decision: Decision, record: dict[str, Any]) -> None:
-        """Queue the decision's audit record (only decisions made for a known caller)."""
-        if decision.caller is not None:
-            self._due.append((decision.time + self.lag, record))
+        """Queue a decision's audit record (the caller hands on only those of a known caller)."""
+        self._due.append((decision.time + self.lag, record))
 
     async def advance(self, now: float) -> None:
         """Deliver the records due by `now` and run every analysis due by then."""
@@ -250,14 +249,15 @@ class _Recorded:
 
     def record(self, facts: RequestFacts, decision: Decision) -> None:
         """Build the decision's audit record when something reads it, and hand it on."""
-        analysed = self.offpath is not None and decision.caller is not None
-        if self.audit is None and not analysed:
+        # The analysis takes only decisions made for a known caller.
+        offpath = self.offpath if decision.caller is not None else None
+        if self.audit is None and offpath is None:
             return  # nothing reads this decision's record: do not build it
         record = to_dict(build_record(facts, decision, trace_id="", content=self.content))
         if self.audit is not None:
             self.audit.write(record)
-        if self.offpath is not None:
-            self.offpath.record(decision, record)
+        if offpath is not None:
+            offpath.record(decision, record)
 
 
 class Replayer:
