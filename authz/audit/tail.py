@@ -48,7 +48,7 @@ def row(fields: dict[str, Any]) -> str:
             str(event.get("severity", ""))[:6],
             event.get("kind", ""),
             f"{event.get('account_count', 0)} accts",
-            *("-" * 5),
+            *["-"] * 5,  # account, tier, key, country, client: none for an event
             event.get("incident", ""),
         )
     else:
