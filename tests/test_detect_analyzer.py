@@ -23,7 +23,7 @@ from authz.detect.analyzer import (
 from authz.detect.harness import observations, rfc3339, score, simulation_records
 from authz.detect.harness import run as harness_run
 from authz.detect.settings import AnalysisSettings, Component, Thresholds
-from authz.detect.verdicts import MemoryVerdictSink, Verdict
+from authz.detect.verdicts import MemoryVerdictSink, Verdict, verdict_key
 
 DAY = 86400.0
 START = 1_777_000_000.0  # a Friday, 03:06 UTC
@@ -196,12 +196,55 @@ def test_campaign_is_one_cluster_and_restricted() -> None:
     assert all(v.action in {"restrict", "deny"} for v in verdicts)
     assert {v.cluster for v in verdicts} == {cluster.cluster}
     assert {"template_spread", "regular_timing", "proxy_pool", "unverified"} <= set(cluster.reasons)
+    # Its three templates are its own: each gets a restrict verdict naming the cluster.
+    owned = analyzer.template_verdicts
+    assert {t.template for t in owned} == {f"{v:016x}" for v in VARIANTS}
+    assert {(t.action, t.cluster, t.until) for t in owned} == {
+        ("restrict", cluster.cluster, START + DAY + AnalysisSettings().verdict_ttl)
+    }
+
+
+def test_a_template_other_people_use_gets_no_verdict() -> None:
+    """A campaign template that ten unrelated accounts also send now and then is not the
+    campaign's own (under 90 % of its users are members): no verdict on it, while the
+    campaign's other templates still get theirs, and the ten stay out of the cluster."""
+    rng = random.Random(4)
+    records = campaign(START)
+    for i in range(10):
+        for k in range(8):
+            own = rng.getrandbits(64)
+            template = VARIANTS[0] if k < 2 else own
+            records.append(
+                record(
+                    f"user{i}",
+                    START + rng.uniform(0, DAY),
+                    network=f"{150 + i}.3.9.0/24",
+                    asn=9000 + i,
+                    template=f"{template:016x}",
+                    simhash=template,
+                )
+            )
+    analyzer, verdicts = run(records, START + DAY)
+    assert not [v for v in verdicts if v.account.startswith("user")]
+    assert {t.template for t in analyzer.template_verdicts} == {f"{v:016x}" for v in VARIANTS[1:]}
+
+
+def test_template_verdicts_follow_shadow_and_can_be_switched_off() -> None:
+    """In shadow mode template verdicts are `watch` led by `shadow:restrict`; disabled, none."""
+    shadow, _ = run(campaign(START), START + DAY, AnalysisSettings(shadow=True))
+    assert len(shadow.template_verdicts) == 3
+    assert {(t.action, t.reasons[0]) for t in shadow.template_verdicts} == {
+        ("watch", "shadow:restrict")
+    }
+    off = AnalysisSettings.model_validate({"template_verdicts": {"enabled": False}})
+    analyzer, verdicts = run(campaign(START), START + DAY, off)
+    assert verdicts and analyzer.template_verdicts == []
 
 
 def test_enterprise_ci_job_gets_nothing() -> None:
     """One verified entity's templated, clockwork CI traffic from one network: no verdict."""
     analyzer, verdicts = run(ci_job(START), START + DAY)
-    assert verdicts == []
+    assert verdicts == [] and analyzer.template_verdicts == []
     assert all(c.identities == 1 for c in analyzer.clusters)
 
 
@@ -222,9 +265,10 @@ def test_researcher_alone_gets_nothing() -> None:
 def test_mixed_population_restricts_only_the_campaign() -> None:
     """All of them together: the campaign is restricted, nobody else gets any verdict."""
     records = campaign(START) + ci_job(START) + nat_users(START) + researcher(START)
-    _, verdicts = run(records, START + DAY)
+    analyzer, verdicts = run(records, START + DAY)
     assert {v.account for v in verdicts} == {f"camp{i:03d}" for i in range(30)}
     assert by_action(verdicts)["watch"] == 0
+    assert {t.template for t in analyzer.template_verdicts} == {f"{v:016x}" for v in VARIANTS}
 
 
 def test_cover_traffic_does_not_pull_in_benign_users() -> None:
@@ -255,9 +299,10 @@ def test_cover_traffic_does_not_pull_in_benign_users() -> None:
                     simhash=frame,
                 )
             )
-    _, verdicts = run(records, START + DAY)
+    analyzer, verdicts = run(records, START + DAY)
     judged = {v.account: v.action for v in verdicts}
     assert not [a for a in judged if a.startswith("person")]
+    assert {t.template for t in analyzer.template_verdicts} <= {f"{v:016x}" for v in VARIANTS}
     assert all(judged.get(f"camp{i:03d}") in {"restrict", "deny"} for i in range(30))
 
 
@@ -294,8 +339,8 @@ def test_verdicts_expire_unless_renewed() -> None:
     assert {v.until for v in renewed} == {START + DAY + 660}
     sink = MemoryVerdictSink()
     asyncio.run(sink.put(renewed))
-    assert sink.get("camp000", START + DAY + 659) is not None
-    assert sink.get("camp000", START + DAY + 660) is None  # expired, and dropped
+    assert sink.get(verdict_key("camp000"), START + DAY + 659) is not None
+    assert sink.get(verdict_key("camp000"), START + DAY + 660) is None  # expired, and dropped
     # A window later nothing is left to renew, and the analyzer has forgotten everyone.
     assert analyzer.analyze(START + 2 * DAY + 1) == []
     assert analyzer.accounts == 0

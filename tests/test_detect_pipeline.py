@@ -15,7 +15,7 @@ from authz import governance
 from authz.audit.record import build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
-from authz.detect.keys import verdict_key
+from authz.detect.keys import template_verdict_key, verdict_key
 from authz.detect.rules import Risk
 from authz.metering import MemoryRateStore
 from authz.metering.result import VerdictView
@@ -155,6 +155,40 @@ def test_verdicts_restrict_with_the_cluster_key_and_deny() -> None:
     assert d.rule == "detection:verdict"
     clock.set(T0 + 3600)  # the verdict expired
     assert _send(pipeline, clock, ACME_KEY, 3, thinking=False, prompt="hello there").allowed
+
+
+NEUTRAL = (
+    "Translate the following customer email into formal German and keep the product name "
+    "{n} unchanged in the translation."
+)
+
+
+def test_a_template_verdict_restricts_any_account_from_its_first_request() -> None:
+    """A campaign's template under a verdict: a fresh account's first request on it is
+    restricted with the verdict's cluster (never denied, even if the store says deny);
+    other templates and accounts stay untouched."""
+    rates = MemoryRateStore()
+    pipeline, sink, clock = _pipeline(rates=rates)
+    first = _send(pipeline, clock, ORBIT[0], 1, thinking=False, prompt=NEUTRAL)
+    assert first.assessment is not None and first.assessment.risk is Risk.NONE
+    template = to_dict(build_record(*sink.records[-1], trace_id=""))["detection"]["template"]
+    rates.put_verdict(template_verdict_key(template), VerdictView("deny", "c7", 0.9, T0 + 3600))
+
+    fresh = _send(pipeline, clock, ORBIT[1], 2, thinking=False, prompt=NEUTRAL)
+    up = dict(fresh.upstream_headers)
+    assert fresh.allowed and fresh.assessment is not None
+    assert fresh.assessment.applied is Risk.RESTRICT
+    assert "template_verdict" in fresh.assessment.fired
+    assert up[governance.RISK] == "restrict" and up[governance.CLUSTER] == "c7"
+    assert up[governance.REASONING] == "summary"
+    other = _send(pipeline, clock, ORBIT[2], 3, thinking=False, prompt="x" * 80)
+    assert other.assessment is not None and other.assessment.risk is Risk.NONE
+
+    shadowed, _, sclock = _pipeline(_rules(shadow_detectors=["template_verdict"]), rates=rates)
+    sclock.set(clock.now())
+    d = _send(shadowed, sclock, ORBIT[3], 4, thinking=False, prompt=NEUTRAL)
+    assert d.assessment is not None and d.assessment.risk is Risk.RESTRICT
+    assert d.assessment.applied is Risk.NONE and "shadow:template_verdict" in d.assessment.fired
 
 
 def test_unverified_accounts_are_restricted_sooner() -> None:

@@ -9,15 +9,17 @@ import math
 import random
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
-from authz.detect.keys import sightings, timing_key, verdict_key
+from authz.detect.keys import sightings, template_verdict_key, timing_key, verdict_key
+from authz.detect.verdicts import RedisVerdictSink, TemplateVerdict, Verdict
 from authz.metering.connect import open_rate_store, rate_client
 from authz.metering.memory import MemoryRateStore
 from authz.metering.plan import Plan
 from authz.metering.redis_store import RedisRateStore
 from authz.metering.result import MeterResult, VerdictView
 from authz.metering.window import observe_timing
+from authz.protocols import RateStore
 from tests.metering_support import T0, compiled, plan_for
 
 _LIMITS = compiled("account: {requests: {1m: 100}}\nentity: {requests: {1d: 1000}}\n")
@@ -53,13 +55,35 @@ def _answers(results: list[MeterResult]) -> list[tuple[object, ...]]:
         assert s is not None
         t = s.timing
         assert t is not None
-        out.append((r.allowed, s.observed, (t.gaps, t.mean_ms, t.m2, t.hours), s.verdict))
+        out.append(
+            (
+                r.allowed,
+                s.observed,
+                (t.gaps, t.mean_ms, t.m2, t.hours),
+                s.verdict,
+                s.template_verdict,
+            )
+        )
     return out
 
 
+# An account verdict and a template verdict, lapsing halfway through a sequence.
+_SEEDED = (
+    Verdict("acct2", "deny", "c-a", 0.91, ("proxy_pool",), T0 + 20_000),
+    TemplateVerdict("tpl1", "restrict", "c-a", 0.91, ("proxy_pool",), T0 + 30_000),
+)
+
+
 async def _replay(
-    store: MemoryRateStore | RedisRateStore, seq: list[tuple[str, str, float]]
+    store: RateStore, seq: list[tuple[str, str, float]], client: Redis | RedisCluster | None = None
 ) -> list[MeterResult]:
+    """Seed `_SEEDED` (into Redis through `client`, else the memory store), then hit."""
+    if client is not None:
+        await RedisVerdictSink(client).put(_SEEDED, now=T0)
+    else:
+        assert isinstance(store, MemoryRateStore)
+        for v in _SEEDED:
+            store.put_verdict(v.key, VerdictView(v.action, v.cluster, v.score, v.until))
     return [await store.hit(_plan(a, tpl, now), now) for a, tpl, now in seq]
 
 
@@ -100,8 +124,10 @@ def test_timing_follows_welford() -> None:
 
 
 def test_verdicts_are_read_until_they_expire() -> None:
+    """An account's verdict reaches its own requests only, a template's every account's."""
     store = MemoryRateStore()
     store.put_verdict(verdict_key("a"), VerdictView("restrict", "c-9", 0.9, T0 + 100))
+    store.put_verdict(template_verdict_key("t"), VerdictView("restrict", "c-9", 0.9, T0 + 50))
 
     async def run() -> None:
         during = await store.hit(_plan("a", "t", T0 + 10), T0 + 10)
@@ -112,6 +138,10 @@ def test_verdicts_are_read_until_they_expire() -> None:
         )
         assert after.sighted and after.sighted.verdict is None
         assert others.sighted and others.sighted.verdict is None
+        assert others.sighted.template_verdict == VerdictView("restrict", "c-9", 0.9, T0 + 50)
+        assert after.sighted.template_verdict is None
+        elsewhere = await store.hit(_plan("b", "u", T0 + 10), T0 + 10)
+        assert elsewhere.sighted and elsewhere.sighted.template_verdict is None
 
     asyncio.run(run())
 
@@ -124,12 +154,15 @@ def test_redis_answers_like_memory(redis_url: str) -> None:
         client = rate_client(redis_url)
         assert isinstance(client, Redis)
         try:
-            redis_results = await _replay(RedisRateStore(client), seq)
+            redis_results = await _replay(RedisRateStore(client), seq, client)
             keys = {k.decode() for k in await client.keys("dg:d:*")}
         finally:
             await client.aclose()
         memory_results = await _replay(MemoryRateStore(), seq)
         assert _answers(redis_results) == _answers(memory_results)
+        # Both verdicts were read while in force, and lapsed by the injected clock.
+        read = [(a[3] is not None, a[4] is not None) for a in _answers(memory_results)]
+        assert {(True, False), (False, True), (False, False)} <= set(read)
         assert timing_key("acct0") in keys
         assert any(k.startswith("dg:d:{t:tpl0}:h:") for k in keys)
 
@@ -151,6 +184,10 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
                     "until": str(T0 + 60),
                 },
             )
+            await client.hset(
+                template_verdict_key("t"),
+                mapping={"action": "restrict", "cluster": "c-2", "score": "0.7", "until": T0 + 30},
+            )
             store = RedisRateStore(client)
             calls = 0
             real = store._hit
@@ -168,6 +205,8 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
             await client.aclose()
         assert calls == 3  # one script call per check, counters and sightings together
         assert hit.sighted and hit.sighted.verdict == VerdictView("restrict", "c-1", 0.8, T0 + 60)
+        assert hit.sighted.template_verdict == VerdictView("restrict", "c-2", 0.7, T0 + 30)
+        assert late.sighted and late.sighted.template_verdict is None
         assert late.sighted and late.sighted.verdict is None  # past `until` by our clock
         assert only.sighted and only.sighted.verdict is not None and only.limits == ()
 
@@ -179,9 +218,10 @@ def test_cluster_answers_like_memory(redis_cluster_url: str) -> None:
     seq = _sequence(5)
 
     async def run() -> None:
-        store = open_rate_store(redis_cluster_url, budget=2.0)
+        client = rate_client(redis_cluster_url)
+        store = open_rate_store(redis_cluster_url, client=client, budget=2.0)
         try:
-            results = await _replay(store, seq)  # type: ignore[arg-type]
+            results = await _replay(store, seq, client)
         finally:
             await store.aclose()
         assert _answers(results) == _answers(await _replay(MemoryRateStore(), seq))

@@ -15,12 +15,13 @@ from redis.asyncio import Redis, RedisCluster
 
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect import cli
+from authz.detect.keys import template_verdict_key
 from authz.detect.verdicts import MemoryVerdictSink, RedisVerdictSink, Verdict, verdict_key
 from authz.detect.worker import LOCK_KEY, OBS_STREAM, AnalysisWorker
 from authz.metering.connect import rate_client
 from authz.metering.plan import hash_tag
 from authz.redistext import text
-from tests.test_detect_analyzer import DAY, campaign, nat_users, record
+from tests.test_detect_analyzer import DAY, VARIANTS, campaign, nat_users, record
 
 pytestmark = pytest.mark.redis
 T = TypeVar("T")
@@ -131,8 +132,8 @@ def test_memory_sink_keeps_the_latest_verdict() -> None:
     sink = MemoryVerdictSink()
     asyncio.run(sink.put([Verdict("a", "watch", "c1", 0.4, (), 100.0)]))
     asyncio.run(sink.put([Verdict("a", "deny", "c1", 0.9, (), 200.0)]))
-    assert sink.get("a", 150.0) == Verdict("a", "deny", "c1", 0.9, (), 200.0)
-    assert sink.get("a", 200.0) is None and sink.verdicts == {}
+    assert sink.get(verdict_key("a"), 150.0) == Verdict("a", "deny", "c1", 0.9, (), 200.0)
+    assert sink.get(verdict_key("a"), 200.0) is None and sink.verdicts == {}
 
 
 # --- the worker ----------------------------------------------------------------------
@@ -154,7 +155,11 @@ def test_drain_writes_verdicts_for_the_campaign_only(redis_url: str) -> None:
         return keys, await pending(client), stats
 
     keys, left, stats = run_with(redis_url, body)
-    assert keys == {f"dg:v:{{a:camp{i:03d}}}" for i in range(30)}
+    accounts = {f"dg:v:{{a:camp{i:03d}}}" for i in range(30)}
+    # ... and the campaign's three templates, which restrict whoever sends them next.
+    templates = {template_verdict_key(f"{v:016x}") for v in VARIANTS}
+    assert keys == accounts | templates
+    assert set(stats.template_verdicts) == {"restrict"}
     assert left == 0
     assert stats.entries == len(records) and stats.bad == {}
     assert stats.analyses >= 1 and set(stats.verdicts) <= {"restrict", "deny"}
@@ -173,7 +178,7 @@ def test_takeover_after_a_worker_dies(redis_url: str) -> None:
         # claim_idle=0: whatever another consumer holds counts as abandoned at once.
         heir = worker(client, "heir", claim_idle=0.0)
         await heir.run(drain=True)
-        keys = {k.decode() async for k in client.scan_iter(match="dg:v:*")}
+        keys = {k.decode() async for k in client.scan_iter(match="dg:v:{a:*")}
         return len(taken), held, await pending(client), keys
 
     taken, held, left, keys = run_with(redis_url, body)
@@ -303,7 +308,7 @@ def test_analyze_once_drains_and_writes(redis_url: str, tmp_path: Path) -> None:
         await xadd_records(client, recent_campaign())
 
     async def check(client: Redis) -> tuple[int, float]:
-        keys = [k async for k in client.scan_iter(match="dg:v:*")]
+        keys = [k async for k in client.scan_iter(match="dg:v:{a:*")]
         until = float(await client.hget("dg:v:{a:camp000}", "until") or 0)
         return len(keys), until - await client.pexpiretime("dg:v:{a:camp000}") / 1000
 

@@ -23,7 +23,7 @@ from authz.audit.record import parse_fields
 from authz.audit.stream import RECORD_FIELD
 from authz.audit.verify import stream_range
 from authz.audit.window import QueryError, epoch_of, parse_time
-from authz.detect.verdicts import VERDICT_PREFIX, verdict_key
+from authz.detect.keys import VERDICT_PREFIX, verdict_key
 from authz.redistext import text
 
 # The analyzer names a cluster `c` and 12 hex digits (authz.detect.analyzer).

@@ -20,7 +20,10 @@ One analysis, in order:
 5. give each member a verdict from the cluster's score times its KYC
    multiplier; restriction needs several kinds of evidence in the cluster and
    some evidence of the member's own, and once given is held while the
-   cluster qualifies.
+   cluster qualifies;
+6. give a verdict to each template a restricted cluster owns (in its core,
+   used by several restricted members and by hardly anyone else), which the
+   request path applies to every request on it (`template_verdicts`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any, Generic, TypeVar
 
 from authz.audit.window import epoch_of
 from authz.detect.settings import KINDS, AnalysisSettings
-from authz.detect.verdicts import ACTIONS, Action, Verdict
+from authz.detect.verdicts import ACTIONS, Action, TemplateVerdict, Verdict
 
 _HOUR = 3600.0
 _DAY = 86400.0
@@ -371,6 +374,7 @@ class _Context:
     now: float
     template_cluster: Mapping[str, str]  # template id -> template cluster
     shared: set[str]  # template clusters several identities use
+    template_identities: Mapping[str, set[str]]  # template id -> identities that used it
     cohorts: Mapping[str, int]  # account -> sign-up cohort number
     new_after: float  # accounts opened after this are new
     new_models: Mapping[str, float]  # model -> first appearance, for models released lately
@@ -406,6 +410,7 @@ class Analyzer:
         self._cluster_of: dict[str, str] = {}  # account -> cluster id of the last analysis
         self._held: dict[str, float] = {}  # account -> until when its restriction lasts
         self.clusters: list[ClusterReport] = []
+        self.template_verdicts: list[TemplateVerdict] = []  # of the last analysis
 
     def __len__(self) -> int:
         return sum(len(a.events) for a in self._accounts.values())
@@ -468,10 +473,16 @@ class Analyzer:
         template_cluster = self._template_clusters(summaries)
         shared = self._shared_template_clusters(summaries, template_cluster)
         cohorts = self._cohorts(summaries, now)
+        identities: dict[str, set[str]] = {}
+        if self.settings.template_verdicts.enabled:
+            for summary in summaries.values():
+                for t in summary.templates:
+                    identities.setdefault(t, set()).add(summary.identity)
         ctx = _Context(
             now,
             template_cluster,
             shared,
+            identities,
             cohorts,
             now - self.settings.new_account_days * _DAY,
             self._new_models(),
@@ -480,16 +491,19 @@ class Analyzer:
         self._held = {a: until for a, until in self._held.items() if until > now}
         verdicts: list[Verdict] = []
         reports: list[ClusterReport] = []
+        owned: list[TemplateVerdict] = []
         assigned: dict[str, str] = {}
         for members in self._stable_order(groups):
             cluster_id = self._cluster_id(members, assigned)
             report, member_verdicts = self._judge(cluster_id, members, ctx)
             reports.append(report)
             verdicts.extend(member_verdicts)
+            owned.extend(self._template_verdicts(report, members, member_verdicts, ctx))
             for s in members:
                 assigned[s.account] = cluster_id
         self._cluster_of = assigned
         self.clusters = reports
+        self.template_verdicts = owned
         return verdicts
 
     def _expire_and_summarize(self, now: float) -> dict[str, _Summary]:
@@ -736,6 +750,50 @@ class Analyzer:
                 )
             )
         return report, verdicts
+
+    def _template_verdicts(
+        self,
+        report: ClusterReport,
+        members: Sequence[_Summary],
+        verdicts: Sequence[Verdict],
+        ctx: _Context,
+    ) -> list[TemplateVerdict]:
+        """Verdicts on the templates a restricted cluster owns (see TemplateVerdicts)."""
+        tv = self.settings.template_verdicts
+        restricted = {
+            v.account
+            for v in verdicts
+            if v.action != "watch" or v.reasons[:1] in (("shadow:restrict",), ("shadow:deny",))
+        }
+        if not tv.enabled or not restricted:
+            return []
+        core = set().union(*(m.linked for m in members))
+        users: dict[str, set[str]] = {}  # core template -> member identities
+        by_restricted: dict[str, set[str]] = {}
+        for m in members:
+            for t in m.templates:
+                if ctx.template_cluster[t] in core:
+                    users.setdefault(t, set()).add(m.identity)
+                    if m.account in restricted:
+                        by_restricted.setdefault(t, set()).add(m.identity)
+        owned = sorted(
+            (
+                (len(ids), t)
+                for t, ids in by_restricted.items()
+                if len(ids) >= tv.min_identities
+                and len(users[t]) >= tv.member_share * len(ctx.template_identities[t])
+            ),
+            key=lambda pair: (-pair[0], pair[1]),
+        )
+        action: Action = tv.action
+        reasons = report.reasons
+        if self.settings.shadow and action != "watch":
+            action, reasons = "watch", (f"shadow:{action}", *reasons)
+        until = ctx.now + self.settings.verdict_ttl
+        return [
+            TemplateVerdict(t, action, report.cluster, report.score, reasons, until)
+            for _, t in owned[: tv.max_per_cluster]
+        ]
 
     def _cluster_values(
         self, members: Sequence[_Summary], core: set[str], ctx: _Context

@@ -4,8 +4,10 @@ Pools are counted with HyperLogLogs (Redis) or sets (memory store), per time
 bucket so they forget: accounts per prompt template per hour; accounts per
 /24 (or /48), per AS number and per client fingerprint per day; distinct
 templates per account per day. The account's timing and the off-path
-analysis' verdict live under the account's hash tag, in the slot of its
-counters. Time buckets come from the pipeline's clock, never the store's.
+analysis' verdict on the account live under the account's hash tag, in the slot
+of its counters; its verdict on the request's template (a campaign's own
+template) under the template's tag, in the slot of the template's pool. Time
+buckets come from the pipeline's clock, never the store's.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ def _tag(letter: str, value: str) -> str:
 
 
 def verdict_key(account: str) -> str:
-    """Where the off-path analysis writes its verdict on an account (the account's slot)."""
+    """Where the off-path analysis writes its verdict on an account, e.g. `dg:v:{a:alice}`."""
     return VERDICT_PREFIX + hash_tag("account", account)
+
+
+def template_verdict_key(template: str) -> str:
+    """Where it writes its verdict on a template, e.g. `dg:v:{t:9f2c…}` (the template's slot)."""
+    return VERDICT_PREFIX + _tag("t", template)
 
 
 def timing_key(account: str) -> str:
@@ -49,7 +56,7 @@ def sightings(
     client: str,
     now: float,
 ) -> Sightings:
-    """The pools one request joins, its account's timing, and the verdict to read."""
+    """The pools one request joins, its account's timing, and the verdicts to read."""
     hour = int(now // HOUR)
     day = int(now // DAY)
     hour_ttl = 2 * HOUR * 1000
@@ -92,4 +99,5 @@ def sightings(
         timing_key=timing_key(account),
         timing_ttl_ms=TIMING_TTL_MS,
         verdict_key=verdict_key(account),
+        template_verdict_key=template_verdict_key(template) if template else "",
     )

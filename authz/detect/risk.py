@@ -4,8 +4,10 @@ Each detector yields a strength from 0 to 1; weighted strengths combine as
 independent evidence (1 - prod(1 - w*s)), unverified accounts' scores are
 scaled up, and the tier's thresholds turn the score into none, watch,
 restrict or deny. A verdict of the off-path analysis on the account raises the
-action to its own. Shadow detectors are scored but left out of the action
-applied, so their effect can be measured before it is enforced.
+action to its own; its verdict on the request's template (a restricted
+campaign's own template) raises it to at most restrict, since a template alone
+never shows who is behind a request. Shadow detectors are scored but left out
+of the action applied, so their effect can be measured before it is enforced.
 """
 
 from __future__ import annotations
@@ -47,14 +49,19 @@ def assess_risk(
     risk, applied = thresholds.action(score), thresholds.action(applied_score)
     fired = [_name(k, shadow) for k, v in strengths.items() if v > 0]
     cluster = ""
-    verdict = sighted.verdict if sighted is not None else None
-    if verdict is not None:
-        said = Risk.parse(verdict.action)
-        if said > Risk.NONE:
-            fired.append(_name("verdict", shadow))
-            cluster = verdict.cluster
+    if sighted is not None:
+        verdicts = (
+            ("verdict", sighted.verdict, Risk.DENY),
+            ("template_verdict", sighted.template_verdict, Risk.RESTRICT),
+        )
+        for detector, verdict, ceiling in verdicts:
+            said = min(Risk.parse(verdict.action), ceiling) if verdict is not None else Risk.NONE
+            if verdict is None or said == Risk.NONE:
+                continue
+            fired.append(_name(detector, shadow))
+            cluster = cluster or verdict.cluster
             risk = max(risk, said)
-            if "verdict" not in shadow:
+            if detector not in shadow:
                 applied = max(applied, said)
             score = max(score, min(1.0, verdict.score))
     return Assessment(risk, round(score, 4), tuple(fired), applied, cluster)

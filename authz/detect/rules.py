@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -42,7 +42,8 @@ class Risk(IntEnum):
 
 _BY_LABEL = {r.name.lower(): r for r in Risk}
 
-DETECTORS = ("template_spread", "elicitation", "regularity", "verdict")
+Detector = Literal["template_spread", "elicitation", "regularity", "verdict", "template_verdict"]
+DETECTORS: tuple[Detector, ...] = get_args(Detector)
 
 
 class Ramp(StrictModel):
@@ -167,11 +168,9 @@ class DetectionRules(StrictModel):
         default=False,
         description="Record scores and actions but never apply them (every detector in shadow).",
     )
-    shadow_detectors: list[Literal["template_spread", "elicitation", "regularity", "verdict"]] = (
-        Field(
-            default_factory=list,
-            description="Detectors whose contribution is recorded but not applied.",
-        )
+    shadow_detectors: list[Detector] = Field(
+        default_factory=list,
+        description="Detectors whose contribution is recorded but not applied.",
     )
     max_prompt_chars: int = Field(
         default=1024,

@@ -218,6 +218,42 @@ class Thresholds(StrictModel):
         return self
 
 
+class TemplateVerdicts(StrictModel):
+    """Verdicts on the templates a restricted cluster owns, applied to every request on them.
+
+    A campaign keeps opening accounts; a verdict on an account can only follow
+    its first analysed requests, while one on the campaign's template restricts
+    the new account from its first request. A template is the cluster's own
+    when it lies in the cluster's core, enough restricted members use it, and
+    nearly everyone who used it within the window is a member, so the people
+    on a popular prompt frame never inherit a campaign's restriction.
+    """
+
+    enabled: bool = Field(default=True, description="Write verdicts on templates.")
+    action: Literal["watch", "restrict"] = Field(
+        default="restrict",
+        description="What a template verdict does (deny is never inferred from a template alone).",
+    )
+    min_identities: int = Field(
+        default=3,
+        ge=1,
+        description="Identities among the cluster's restricted members that used the exact "
+        "template within the window.",
+    )
+    member_share: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of all identities that used the template within the window that "
+        "must be members of the cluster.",
+    )
+    max_per_cluster: int = Field(
+        default=1000,
+        ge=1,
+        description="Template verdicts per cluster at most (the most used templates first).",
+    )
+
+
 class AnalysisSettings(StrictModel):
     """The off-path analysis: linking, scoring and verdicts (docs/detection.md)."""
 
@@ -297,6 +333,10 @@ class AnalysisSettings(StrictModel):
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds, description="Member scores at which actions start."
+    )
+    template_verdicts: TemplateVerdicts = Field(
+        default_factory=TemplateVerdicts,
+        description="Verdicts on a restricted cluster's own templates.",
     )
     kyc_multipliers: dict[str, float] = Field(
         default_factory=lambda: {

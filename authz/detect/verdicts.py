@@ -1,9 +1,12 @@
-"""Verdicts of the off-path analysis: the value, its Redis key, and where verdicts are written.
+"""Verdicts of the off-path analysis: the values, and where verdicts are written.
 
 The request path reads an account's verdict in its one Redis round trip, so a
-verdict lives under the account's hash tag, in the slot of its counters:
+verdict lives under the account's hash tag, in the slot of its counters; a
+verdict on a template (one of a restricted campaign's own templates) lives
+under the template's tag, in the slot of the template's pool:
 
-    dg:v:{a:<account>}   hash: action, cluster, score, until, reasons
+    dg:v:{a:<account>}    hash: action, cluster, score, until, reasons
+    dg:v:{t:<template>}   hash: action, cluster, score, until, reasons
 
 `until` is epoch seconds (float text) and the key expires then (PEXPIREAT):
 a verdict that the analysis stops renewing disappears by itself.
@@ -17,11 +20,10 @@ from typing import Literal, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 
-from authz.metering.plan import hash_tag
+from authz.detect.keys import template_verdict_key, verdict_key
 
 Action = Literal["watch", "restrict", "deny"]
 ACTIONS: tuple[Action, ...] = ("watch", "restrict", "deny")
-VERDICT_PREFIX = "dg:v:"
 # Verdicts per pipeline round trip; a larger batch is written in several.
 WRITE_CHUNK = 1000
 
@@ -37,26 +39,59 @@ class Verdict:
     reasons: tuple[str, ...]  # the score components that fired
     until: float  # epoch seconds; the verdict lapses then unless renewed
 
+    @property
+    def key(self) -> str:
+        """Its store key (the account's slot)."""
+        return verdict_key(self.account)
+
     def fields(self) -> dict[str, str]:
         """The Redis hash fields of this verdict."""
-        return {
-            "action": self.action,
-            "cluster": self.cluster,
-            "score": repr(round(self.score, 4)),
-            "until": repr(round(self.until, 3)),
-            "reasons": ",".join(self.reasons),
-        }
+        return _fields(self)
 
 
-def verdict_key(account: str) -> str:
-    """The Redis key of an account's verdict, e.g. `dg:v:{a:alice}` (the account's slot)."""
-    return VERDICT_PREFIX + hash_tag("account", account)
+@dataclass(frozen=True, slots=True)
+class TemplateVerdict:
+    """The analysis' judgement of a template that a restricted cluster owns.
+
+    The request path applies it to every request on the template, so a
+    campaign's newly opened accounts are restricted from their first request
+    instead of after the analysis has seen several of theirs.
+    """
+
+    template: str
+    action: Action
+    cluster: str
+    score: float  # the cluster's score
+    reasons: tuple[str, ...]
+    until: float
+
+    @property
+    def key(self) -> str:
+        """Its store key (the template's slot)."""
+        return template_verdict_key(self.template)
+
+    def fields(self) -> dict[str, str]:
+        """The Redis hash fields of this verdict."""
+        return _fields(self)
+
+
+AnyVerdict = Verdict | TemplateVerdict
+
+
+def _fields(v: AnyVerdict) -> dict[str, str]:
+    return {
+        "action": v.action,
+        "cluster": v.cluster,
+        "score": repr(round(v.score, 4)),
+        "until": repr(round(v.until, 3)),
+        "reasons": ",".join(v.reasons),
+    }
 
 
 class VerdictSink(Protocol):
     """Where the analysis writes its verdicts."""
 
-    async def put(self, verdicts: Sequence[Verdict], *, now: float | None = None) -> None:
+    async def put(self, verdicts: Sequence[AnyVerdict], *, now: float | None = None) -> None:
         """Store (or renew) every verdict until its `until`.
 
         `now` is the time the verdicts were computed at when that is not the
@@ -75,7 +110,7 @@ class RedisVerdictSink:
     def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
 
-    async def put(self, verdicts: Sequence[Verdict], *, now: float | None = None) -> None:
+    async def put(self, verdicts: Sequence[AnyVerdict], *, now: float | None = None) -> None:
         """Write the verdicts (see the class docstring).
 
         With `now` (a replay's traffic time) keys expire `until - now` from now by
@@ -85,7 +120,7 @@ class RedisVerdictSink:
         for start in range(0, len(verdicts), WRITE_CHUNK):
             pipe = self.client.pipeline(transaction=False)
             for v in verdicts[start : start + WRITE_CHUNK]:
-                key = verdict_key(v.account)
+                key = v.key
                 pipe.hset(key, mapping=v.fields())  # type: ignore[arg-type]  # redis-py's stub wants a broader mapping
                 if now is None:
                     pipe.pexpireat(key, int(v.until * 1000))
@@ -95,20 +130,20 @@ class RedisVerdictSink:
 
 
 class MemoryVerdictSink:
-    """Verdicts in a dict by account: for tests, replays and the memory rate store."""
+    """Verdicts in a dict by store key: for tests and benchmarks."""
 
     def __init__(self) -> None:
-        self.verdicts: dict[str, Verdict] = {}
+        self.verdicts: dict[str, AnyVerdict] = {}
 
-    async def put(self, verdicts: Sequence[Verdict], *, now: float | None = None) -> None:
-        """Keep each verdict, replacing the account's previous one (`get` checks expiry)."""
+    async def put(self, verdicts: Sequence[AnyVerdict], *, now: float | None = None) -> None:
+        """Keep each verdict, replacing the previous one under its key (`get` checks expiry)."""
         for v in verdicts:
-            self.verdicts[v.account] = v
+            self.verdicts[v.key] = v
 
-    def get(self, account: str, now: float) -> Verdict | None:
-        """The account's verdict in force at `now`, if any (expired ones are dropped)."""
-        v = self.verdicts.get(account)
+    def get(self, key: str, now: float) -> AnyVerdict | None:
+        """The verdict stored under `key` in force at `now`, if any (expired ones are dropped)."""
+        v = self.verdicts.get(key)
         if v is not None and v.until <= now:
-            del self.verdicts[account]
+            del self.verdicts[key]
             return None
         return v

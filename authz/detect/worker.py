@@ -101,6 +101,7 @@ class WorkerStats:
     event_records: int = 0  # records of reportable events (not decisions): skipped
     analyses: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
+    template_verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
     stale: int = 0  # verdicts not written: expired before they were computed (a backlog)
     events: int = 0  # reportable events this worker reported
     seconds: float = 0.0
@@ -115,6 +116,7 @@ class WorkerStats:
             "event_records": self.event_records,
             "analyses": self.analyses,
             "verdicts": dict(self.verdicts),
+            "template_verdicts": dict(self.template_verdicts),
             "stale": self.stale,
             "events": self.events,
             "seconds": round(self.seconds, 3),
@@ -298,10 +300,13 @@ class AnalysisWorker:
         leader = await self.lead()
         # Verdicts last until record time + verdict_ttl. A worker catching up on a
         # backlog older than that would write keys that expire at once: skip them.
-        fresh = [v for v in verdicts if v.until > self._wall()]
-        if leader and fresh:
-            await self.sink.put(fresh)
+        wall = self._wall()
+        fresh = [v for v in verdicts if v.until > wall]
+        templates = [v for v in self.analyzer.template_verdicts if v.until > wall]
+        if leader and (fresh or templates):
+            await self.sink.put([*fresh, *templates])
             self.stats.verdicts.update(v.action for v in fresh)
+            self.stats.template_verdicts.update(v.action for v in templates)
         self.stats.stale += len(verdicts) - len(fresh)
         if self.events is not None:
             reported = await self.events.after_analysis(latest, self.analyzer.clusters, verdicts)
@@ -319,6 +324,7 @@ class AnalysisWorker:
                 "accounts": self.analyzer.accounts,
                 "clusters": len(self.analyzer.clusters),
                 "verdicts": dict(actions),
+                "template_verdicts": len(self.analyzer.template_verdicts),
                 "written": leader,
                 "shadow": self.settings.shadow,
                 "seconds": round(seconds, 3),

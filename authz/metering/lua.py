@@ -9,16 +9,16 @@ random request sequences). Numbers are written with %.17g so floats round-trip.
 from __future__ import annotations
 
 # KEYS: counter keys, volume keys, observation keys, then the timing key and the
-#   verdict key when asked for (all in one slot on Cluster).
+#   verdict keys (account, template) when asked for (all in one slot on Cluster).
 # ARGV: now_ms, n_counters, n_volumes,
 #   per counter: window_ms, limit, throttled_limit, cost, volume index (1-based, 0 none), ttl_ms
 #   per volume:  action (0 record, 1 throttle, 2 deny), alpha, z_score, multiple,
 #                min_baseline, ttl_ms
 #   n_observations, per observation: member, ttl_ms
-#   timing (0/1), timing ttl_ms, verdict (0/1)
+#   timing (0/1), timing ttl_ms, n_verdicts (0 to 2)
 # Reply: {allowed, per counter: bucket, cur, prev; per volume: hour, count, mean|'', var;
 #   per observation: distinct count; timing: gaps, mean, m2, hours (when asked);
-#   verdict: action, cluster, score, until ('' when none; when asked)}
+#   per verdict key: action, cluster, score, until ('' when none)}
 # Sightings (observations, timing, verdict) are recorded whatever the counters decide:
 # a refused request is still behaviour to learn from (authz.metering.memory mirrors it).
 HIT = """
@@ -157,7 +157,7 @@ if ARGV[tbase] == '1' then
   reply[#reply + 1] = num(m2)
   reply[#reply + 1] = num(hours)
 end
-if ARGV[tbase + 2] == '1' then
+for _ = 1, tonumber(ARGV[tbase + 2]) do
   key_at = key_at + 1
   local v = redis.call('HMGET', KEYS[key_at], 'action', 'cluster', 'score', 'until')
   for j = 1, 4 do reply[#reply + 1] = v[j] or '' end

@@ -95,12 +95,19 @@ class MemoryRateStore:
             state = observe_timing(kept[0] if kept and kept[1] > now_ms else None, now_ms)
             self._timing[s.timing_key] = (state, now_ms + s.timing_ttl_ms)
             timing = Timing(state[0], state[2], state[3], state[4])
-        verdict = None
-        if s.verdict_key:
-            found = self._verdicts.get(s.verdict_key)
-            if found is not None and found[1] > now_ms and found[0].action:
-                verdict = found[0]
-        return Sighted(tuple(observed), timing, verdict)
+        return Sighted(
+            tuple(observed),
+            timing,
+            self._verdict(s.verdict_key, now_ms),
+            self._verdict(s.template_verdict_key, now_ms),
+        )
+
+    def _verdict(self, key: str, now_ms: int) -> VerdictView | None:
+        """The verdict stored under `key` while in force (no key: none asked)."""
+        found = self._verdicts.get(key) if key else None
+        if found is not None and found[1] > now_ms and found[0].action:
+            return found[0]
+        return None
 
     def _volume(self, key: str, now_ms: int, alpha: float) -> VolumeView:
         stored = self._volumes.get(key)

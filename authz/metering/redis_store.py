@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis, RedisCluster
 
 from authz.metering import lua
-from authz.metering.plan import Plan, SlotGroup
+from authz.metering.plan import Plan, Sightings, SlotGroup
 from authz.metering.result import (
     ALLOWED,
     MeterResult,
@@ -44,6 +44,7 @@ class _Reply:
     observed: tuple[int, ...] = ()
     timing: Timing | None = None
     verdict: VerdictView | None = None
+    template_verdict: VerdictView | None = None
 
 
 def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], list[str]]:
@@ -80,12 +81,26 @@ def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], l
     for o in observations:
         argv += [o.member, str(o.ttl_ms)]
     argv += ["1" if group.timing else "0", str(sight.timing_ttl_ms if sight else 0)]
-    argv.append("1" if group.verdict else "0")
     if sight is not None and group.timing:
         keys.append(sight.timing_key)
-    if sight is not None and group.verdict:
-        keys.append(sight.verdict_key)
+    verdict_keys = _verdict_keys(sight, group)
+    argv.append(str(len(verdict_keys)))
+    keys += verdict_keys
     return keys, argv
+
+
+def _verdict_keys(sight: Sightings | None, group: SlotGroup) -> list[str]:
+    """The verdict keys `group` reads: the account's, then the template's."""
+    if sight is None:
+        return []
+    return [
+        key
+        for key, asked in (
+            (sight.verdict_key, group.verdict),
+            (sight.template_verdict_key, group.template_verdict),
+        )
+        if asked
+    ]
 
 
 def _int(value: object) -> int:
@@ -123,13 +138,15 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
         gaps, mean, m2, hours = reply[pos : pos + 4]
         pos += 4
         timing = Timing(_int(gaps), float(text(mean)), float(text(m2)), int(float(text(hours))))
-    verdict = None
-    if group.verdict:
-        action, cluster, score, until = (text(x) for x in reply[pos : pos + 4])
-        verdict = read_verdict(action, cluster, score, until, now_ms)
-    return _Reply(
-        group, _int(reply[0]) == 1, tuple(views), tuple(volumes), observed, timing, verdict
-    )
+    read: list[VerdictView | None] = []
+    for asked in (group.verdict, group.template_verdict):
+        if asked:
+            action, cluster, score, until = (text(x) for x in reply[pos : pos + 4])
+            pos += 4
+            read.append(read_verdict(action, cluster, score, until, now_ms))
+        else:
+            read.append(None)
+    return _Reply(group, _int(reply[0]) == 1, tuple(views), tuple(volumes), observed, timing, *read)
 
 
 def read_verdict(
@@ -231,10 +248,11 @@ def _sighted(plan: Plan, replies: list[_Reply]) -> Sighted | None:
     if s is None:
         return None
     counts: dict[int, int] = {}
-    timing = verdict = None
+    timing = verdict = template_verdict = None
     for r in replies:
         counts.update(zip(r.group.observations, r.observed, strict=True))
         timing = timing or r.timing
         verdict = verdict or r.verdict
+        template_verdict = template_verdict or r.template_verdict
     observed = tuple((o.name, counts.get(i, 0)) for i, o in enumerate(s.observations))
-    return Sighted(observed, timing, verdict)
+    return Sighted(observed, timing, verdict, template_verdict)

@@ -86,7 +86,7 @@ class Timing(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class VerdictView:
-    """The off-path analysis' verdict on an account, as read with the counters."""
+    """The off-path analysis' verdict on an account or a template, as read with the counters."""
 
     action: str  # watch | restrict | deny
     cluster: str
@@ -99,7 +99,8 @@ class Sighted(NamedTuple):
 
     observed: tuple[tuple[str, int], ...] = ()  # (signal, distinct count after this request)
     timing: Timing | None = None
-    verdict: VerdictView | None = None
+    verdict: VerdictView | None = None  # on the account
+    template_verdict: VerdictView | None = None  # on the request's template
 
 
 class MeterResult(NamedTuple):

@@ -24,8 +24,8 @@ from authz.audit.chain import ChainHead, seal
 from authz.audit.record import ContentPolicy, build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
-from authz.detect.keys import verdict_key
 from authz.detect.rules import Risk
+from authz.detect.verdicts import AnyVerdict
 from authz.errors import ConfigError
 from authz.events.detector import EventDetector, sighting_of
 from authz.events.event import Event
@@ -180,19 +180,18 @@ class OffPath:
         if self.events is not None:
             reported = await self.events.after_analysis(at, self.analyzer.clusters, verdicts)
             self.events_by_kind.update(e.kind for e in reported)
-        if not verdicts:
+        written: list[AnyVerdict] = [*verdicts, *self.analyzer.template_verdicts]
+        if not written:
             return
         rates = self.app.rates
         if isinstance(rates, MemoryRateStore):
-            for v in verdicts:
-                rates.put_verdict(
-                    verdict_key(v.account), VerdictView(v.action, v.cluster, v.score, v.until)
-                )
+            for v in written:
+                rates.put_verdict(v.key, VerdictView(v.action, v.cluster, v.score, v.until))
         elif self.app.redis is not None:
             from authz.detect.verdicts import RedisVerdictSink
 
-            await RedisVerdictSink(self.app.redis).put(verdicts, now=at)
-        self.verdicts_written += len(verdicts)
+            await RedisVerdictSink(self.app.redis).put(written, now=at)
+        self.verdicts_written += len(written)
 
 
 class AuditFile:
