@@ -495,10 +495,10 @@ class Analyzer:
         assigned: dict[str, str] = {}
         for members in self._stable_order(groups):
             cluster_id = self._cluster_id(members, assigned)
-            report, member_verdicts = self._judge(cluster_id, members, ctx)
+            report, member_verdicts, restricted = self._judge(cluster_id, members, ctx)
             reports.append(report)
             verdicts.extend(member_verdicts)
-            owned.extend(self._template_verdicts(report, members, member_verdicts, ctx))
+            owned.extend(self._template_verdicts(report, members, restricted, ctx))
             for s in members:
                 assigned[s.account] = cluster_id
         self._cluster_of = assigned
@@ -695,8 +695,12 @@ class Analyzer:
 
     def _judge(
         self, cluster_id: str, members: Sequence[_Summary], ctx: _Context
-    ) -> tuple[ClusterReport, list[Verdict]]:
-        """Score one cluster and give each member its verdict."""
+    ) -> tuple[ClusterReport, list[Verdict], set[str]]:
+        """Score one cluster and give each member its verdict.
+
+        Also returns the members the cluster's evidence would restrict or deny
+        before their own checks: whose templates the cluster owns.
+        """
         s = self.settings
         identities = {m.identity for m in members}
         core = set().union(*(m.linked for m in members))  # the templates that bind the cluster
@@ -721,11 +725,14 @@ class Analyzer:
             _action(score, s) or "none",
         )
         verdicts: list[Verdict] = []
+        by_cluster: set[str] = set()
         for m in members:
             member_score = score * s.kyc_multipliers.get(m.kyc, 1.0)
             action = _action(member_score, s)
             if action is None:
                 continue
+            if action != "watch" and kinds >= s.min_kinds:
+                by_cluster.add(m.account)
             if action != "watch" and (
                 kinds < s.min_kinds
                 or (m.account not in self._held and not self._member_qualifies(m, core, ctx))
@@ -749,22 +756,21 @@ class Analyzer:
                     ctx.now + s.verdict_ttl,
                 )
             )
-        return report, verdicts
+        return report, verdicts, by_cluster
 
     def _template_verdicts(
         self,
         report: ClusterReport,
         members: Sequence[_Summary],
-        verdicts: Sequence[Verdict],
+        restricted: set[str],
         ctx: _Context,
     ) -> list[TemplateVerdict]:
-        """Verdicts on the templates a restricted cluster owns (see TemplateVerdicts)."""
+        """Verdicts on the templates a restricted cluster owns (see TemplateVerdicts).
+
+        `restricted`: the members the cluster's evidence restricts (their own checks
+        aside: a new account's requests are few, its template is the evidence).
+        """
         tv = self.settings.template_verdicts
-        restricted = {
-            v.account
-            for v in verdicts
-            if v.action != "watch" or v.reasons[:1] in (("shadow:restrict",), ("shadow:deny",))
-        }
         if not tv.enabled or not restricted:
             return []
         core = set().union(*(m.linked for m in members))

@@ -237,8 +237,8 @@ class TemplateVerdicts(StrictModel):
     min_identities: int = Field(
         default=3,
         ge=1,
-        description="Identities among the cluster's restricted members that used the exact "
-        "template within the window.",
+        description="Identities that used the exact template within the window among the "
+        "members the cluster's score restricts (before each member's own checks).",
     )
     member_share: float = Field(
         default=0.9,
