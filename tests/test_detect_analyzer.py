@@ -206,8 +206,8 @@ def test_campaign_is_one_cluster_and_restricted() -> None:
 
 def test_a_template_other_people_use_gets_no_verdict() -> None:
     """A campaign template that ten unrelated accounts also send now and then is not the
-    campaign's own (under 90 % of its users are members): no verdict on it, while the
-    campaign's other templates still get theirs, and the ten stay out of the cluster."""
+    campaign's own (under 90 % of the people on it and its near-duplicates are members):
+    no template verdict, and the ten stay out of the cluster."""
     rng = random.Random(4)
     records = campaign(START)
     for i in range(10):
@@ -226,7 +226,37 @@ def test_a_template_other_people_use_gets_no_verdict() -> None:
             )
     analyzer, verdicts = run(records, START + DAY)
     assert not [v for v in verdicts if v.account.startswith("user")]
-    assert {t.template for t in analyzer.template_verdicts} == {f"{v:016x}" for v in VARIANTS[1:]}
+    assert {v.account for v in verdicts if v.action != "watch"} == {
+        f"camp{i:03d}" for i in range(30)
+    }
+    assert analyzer.template_verdicts == []
+
+
+def test_a_new_account_on_the_campaigns_own_template_is_restricted_at_once() -> None:
+    """A replacement account whose one request is on the campaign's own template is
+    restricted by the next analysis (too few requests for a member's own checks, but
+    the template is the campaign's); without template ownership it is only watched."""
+    records = campaign(START)
+    records.append(
+        record(
+            "late",
+            START + DAY - 900,
+            tier="free",
+            kyc="unverified",
+            created=rfc3339(START + DAY - 1000),
+            network="203.0.113.0/24",
+            asn=64599,
+            client="c0ffee0000000001",
+            template=f"{VARIANTS[1]:016x}",
+            simhash=VARIANTS[1],
+            elicitation=0.7,
+        )
+    )
+    _, verdicts = run(records, START + DAY)
+    assert {v.account: v.action for v in verdicts}["late"] in {"restrict", "deny"}
+    off = AnalysisSettings.model_validate({"template_verdicts": {"enabled": False}})
+    _, verdicts = run(records, START + DAY, off)
+    assert {v.account: v.action for v in verdicts}["late"] == "watch"
 
 
 def test_template_verdicts_follow_shadow_and_can_be_switched_off() -> None:
@@ -394,8 +424,11 @@ def test_a_restricted_member_stays_restricted_while_its_cluster_qualifies() -> N
     camp000 stops sending half-way; hours later its window holds too few requests
     for a member's own checks, yet the cluster still qualifies: an analyzer that
     restricted it before keeps it restricted, a fresh one (no history) only watches it.
+    (Template ownership is off: it would let a member with few requests qualify.)
     """
-    settings = AnalysisSettings(window=12 * 3600)
+    settings = AnalysisSettings.model_validate(
+        {"window": 12 * 3600, "template_verdicts": {"enabled": False}}
+    )
     stop = START + DAY / 2
     records = [
         r

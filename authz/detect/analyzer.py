@@ -375,6 +375,7 @@ class _Context:
     template_cluster: Mapping[str, str]  # template id -> template cluster
     shared: set[str]  # template clusters several identities use
     template_identities: Mapping[str, set[str]]  # template id -> identities that used it
+    cluster_identities: Mapping[str, set[str]]  # template cluster -> identities that used it
     cohorts: Mapping[str, int]  # account -> sign-up cohort number
     new_after: float  # accounts opened after this are new
     new_models: Mapping[str, float]  # model -> first appearance, for models released lately
@@ -471,7 +472,7 @@ class Analyzer:
         """Cluster the accounts seen in the window before `now` and judge each member."""
         summaries = self._expire_and_summarize(now)
         template_cluster = self._template_clusters(summaries)
-        shared = self._shared_template_clusters(summaries, template_cluster)
+        shared, users = self._shared_template_clusters(summaries, template_cluster)
         cohorts = self._cohorts(summaries, now)
         identities: dict[str, set[str]] = {}
         if self.settings.template_verdicts.enabled:
@@ -483,6 +484,7 @@ class Analyzer:
             template_cluster,
             shared,
             identities,
+            users,
             cohorts,
             now - self.settings.new_account_days * _DAY,
             self._new_models(),
@@ -495,10 +497,10 @@ class Analyzer:
         assigned: dict[str, str] = {}
         for members in self._stable_order(groups):
             cluster_id = self._cluster_id(members, assigned)
-            report, member_verdicts, restricted = self._judge(cluster_id, members, ctx)
+            report, member_verdicts, owns = self._judge(cluster_id, members, ctx)
             reports.append(report)
             verdicts.extend(member_verdicts)
-            owned.extend(self._template_verdicts(report, members, restricted, ctx))
+            owned.extend(self._template_verdicts(report, members, owns, ctx))
             for s in members:
                 assigned[s.account] = cluster_id
         self._cluster_of = assigned
@@ -543,7 +545,8 @@ class Analyzer:
 
     def _shared_template_clusters(
         self, summaries: Mapping[str, _Summary], template_cluster: Mapping[str, str]
-    ) -> set[str]:
+    ) -> tuple[set[str], dict[str, set[str]]]:
+        """The shared template clusters, and every template cluster's identities."""
         users: dict[str, set[str]] = {}
         for summary in summaries.values():
             for t in summary.templates:
@@ -567,7 +570,7 @@ class Analyzer:
                     link.template_link_ratio * max(per_cluster.values()),
                 )
                 summary.linked = {tc for tc, n in per_cluster.items() if n >= floor}
-        return shared
+        return shared, users
 
     def _cohorts(self, summaries: Mapping[str, _Summary], now: float) -> dict[str, int]:
         """Accounts opened in a sign-up cohort, with the cohort's number."""
@@ -696,11 +699,7 @@ class Analyzer:
     def _judge(
         self, cluster_id: str, members: Sequence[_Summary], ctx: _Context
     ) -> tuple[ClusterReport, list[Verdict], set[str]]:
-        """Score one cluster and give each member its verdict.
-
-        Also returns the members the cluster's evidence would restrict or deny
-        before their own checks: whose templates the cluster owns.
-        """
+        """Score a cluster, give each member its verdict, name the template clusters it owns."""
         s = self.settings
         identities = {m.identity for m in members}
         core = set().union(*(m.linked for m in members))  # the templates that bind the cluster
@@ -724,18 +723,24 @@ class Analyzer:
             kinds,
             _action(score, s) or "none",
         )
+        actions = {
+            m.account: _action(score * s.kyc_multipliers.get(m.kyc, 1.0), s) for m in members
+        }
+        by_score = (
+            {a for a, action in actions.items() if action in ("restrict", "deny")}
+            if kinds >= s.min_kinds
+            else set()
+        )
+        owned = self._owned(members, core, by_score, ctx)
         verdicts: list[Verdict] = []
-        by_cluster: set[str] = set()
         for m in members:
             member_score = score * s.kyc_multipliers.get(m.kyc, 1.0)
-            action = _action(member_score, s)
+            action = actions[m.account]
             if action is None:
                 continue
-            if action != "watch" and kinds >= s.min_kinds:
-                by_cluster.add(m.account)
             if action != "watch" and (
                 kinds < s.min_kinds
-                or (m.account not in self._held and not self._member_qualifies(m, core, ctx))
+                or (m.account not in self._held and not self._member_qualifies(m, core, owned, ctx))
             ):
                 action = "watch"  # not enough kinds of evidence, or none of the member's own
             if action != "watch":
@@ -756,38 +761,54 @@ class Analyzer:
                     ctx.now + s.verdict_ttl,
                 )
             )
-        return report, verdicts, by_cluster
+        return report, verdicts, owned
+
+    def _owned(
+        self, members: Sequence[_Summary], core: set[str], by_score: set[str], ctx: _Context
+    ) -> set[str]:
+        """The core template clusters this cluster owns (see TemplateVerdicts).
+
+        `by_score`: the members the cluster's evidence restricts, before each
+        member's own checks (a new account has too few requests for those).
+        """
+        tv = self.settings.template_verdicts
+        if not tv.enabled or not by_score:
+            return set()
+        members_on: dict[str, set[str]] = {}  # core template cluster -> member identities
+        restricted_on: dict[str, set[str]] = {}
+        for m in members:
+            for tc in {ctx.template_cluster[t] for t in m.templates} & core:
+                members_on.setdefault(tc, set()).add(m.identity)
+                if m.account in by_score:
+                    restricted_on.setdefault(tc, set()).add(m.identity)
+        return {
+            tc
+            for tc, ids in restricted_on.items()
+            if len(ids) >= tv.min_identities
+            and len(members_on[tc]) >= tv.member_share * len(ctx.cluster_identities[tc])
+        }
 
     def _template_verdicts(
         self,
         report: ClusterReport,
         members: Sequence[_Summary],
-        restricted: set[str],
+        owned: set[str],
         ctx: _Context,
     ) -> list[TemplateVerdict]:
-        """Verdicts on the templates a restricted cluster owns (see TemplateVerdicts).
-
-        `restricted`: the members the cluster's evidence restricts (their own checks
-        aside: a new account's requests are few, its template is the evidence).
-        """
+        """Verdicts on the exact templates of the owned template clusters that members use."""
         tv = self.settings.template_verdicts
-        if not tv.enabled or not restricted:
+        if not owned:
             return []
-        core = set().union(*(m.linked for m in members))
-        users: dict[str, set[str]] = {}  # core template -> member identities
-        by_restricted: dict[str, set[str]] = {}
+        users: dict[str, set[str]] = {}  # template id on an owned cluster -> member identities
         for m in members:
             for t in m.templates:
-                if ctx.template_cluster[t] in core:
+                if ctx.template_cluster[t] in owned:
                     users.setdefault(t, set()).add(m.identity)
-                    if m.account in restricted:
-                        by_restricted.setdefault(t, set()).add(m.identity)
-        owned = sorted(
+        ranked = sorted(
             (
                 (len(ids), t)
-                for t, ids in by_restricted.items()
-                if len(ids) >= tv.min_identities
-                and len(users[t]) >= tv.member_share * len(ctx.template_identities[t])
+                for t, ids in users.items()
+                if len(ids) >= tv.member_share * len(ctx.template_identities[t])
             ),
             key=lambda pair: (-pair[0], pair[1]),
         )
@@ -798,7 +819,7 @@ class Analyzer:
         until = ctx.now + self.settings.verdict_ttl
         return [
             TemplateVerdict(t, action, report.cluster, report.score, reasons, until)
-            for _, t in owned[: tv.max_per_cluster]
+            for _, t in ranked[: tv.max_per_cluster]
         ]
 
     def _cluster_values(
@@ -838,10 +859,19 @@ class Analyzer:
         t = self.settings.timing
         return m.cv is not None and m.gaps >= t.min_gaps and m.cv <= t.cv_regular
 
-    def _member_qualifies(self, m: _Summary, core: set[str], ctx: _Context) -> bool:
-        """Whether a member has the requests and its own kinds of evidence for restrict or deny."""
+    def _member_qualifies(
+        self, m: _Summary, core: set[str], owned: set[str], ctx: _Context
+    ) -> bool:
+        """Whether a member has the requests and its own kinds of evidence for restrict or deny.
+
+        Fewer than `member_min_requests` do when every one of them is on a template
+        cluster the cluster owns: a campaign's new account has nothing else to show.
+        """
         s = self.settings
-        if len(m.events) < s.member_min_requests:
+        if len(m.events) < s.member_min_requests and not (
+            owned
+            and all(e.template and ctx.template_cluster[e.template] in owned for e in m.events)
+        ):
             return False
         return len({KINDS[n] for n in self._own_evidence(m, core, ctx)}) >= s.member_min_kinds
 

@@ -223,10 +223,13 @@ class TemplateVerdicts(StrictModel):
 
     A campaign keeps opening accounts; a verdict on an account can only follow
     its first analysed requests, while one on the campaign's template restricts
-    the new account from its first request. A template is the cluster's own
-    when it lies in the cluster's core, enough restricted members use it, and
-    nearly everyone who used it within the window is a member, so the people
-    on a popular prompt frame never inherit a campaign's restriction.
+    the new account from its first request. A cluster owns a template cluster
+    (near-duplicates joined) of its core when enough of the members its score
+    restricts use it and nearly everyone who used it within the window is a
+    member, so the people on a popular prompt frame never inherit a campaign's
+    restriction. Each exact template of an owned template cluster that members
+    (nearly) alone use gets a verdict, and a member whose every request is on
+    owned template clusters needs no `member_min_requests`.
     """
 
     enabled: bool = Field(default=True, description="Write verdicts on templates.")
@@ -237,15 +240,15 @@ class TemplateVerdicts(StrictModel):
     min_identities: int = Field(
         default=3,
         ge=1,
-        description="Identities that used the exact template within the window among the "
-        "members the cluster's score restricts (before each member's own checks).",
+        description="Identities among the members the cluster's score restricts (before "
+        "each member's own checks) that used the template cluster within the window.",
     )
     member_share: float = Field(
         default=0.9,
         gt=0,
         le=1,
-        description="Share of all identities that used the template within the window that "
-        "must be members of the cluster.",
+        description="Share of all identities that used the template cluster (and, for a "
+        "verdict, the exact template) within the window that must be members.",
     )
     max_per_cluster: int = Field(
         default=1000,
