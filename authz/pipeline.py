@@ -441,6 +441,7 @@ class Pipeline:
             asn=location.asn if location is not None else None,
             client=features.client,
             now=state.now,
+            simhash=features.simhash,
         )
 
     @_traced(telemetry.DETECT_SPAN)

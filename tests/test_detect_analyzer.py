@@ -22,6 +22,7 @@ from authz.detect.analyzer import (
 )
 from authz.detect.harness import observations, rfc3339, score, simulation_records
 from authz.detect.harness import run as harness_run
+from authz.detect.keys import template_verdict_keys
 from authz.detect.settings import AnalysisSettings, Component, Thresholds
 from authz.detect.verdicts import MemoryVerdictSink, Verdict, verdict_key
 
@@ -196,9 +197,12 @@ def test_campaign_is_one_cluster_and_restricted() -> None:
     assert all(v.action in {"restrict", "deny"} for v in verdicts)
     assert {v.cluster for v in verdicts} == {cluster.cluster}
     assert {"template_spread", "regular_timing", "proxy_pool", "unverified"} <= set(cluster.reasons)
-    # Its three templates are its own: each gets a restrict verdict naming the cluster.
+    # Its three templates are its own: their SimHashes go out under each band value,
+    # with the near-duplicate distance, each verdict naming the cluster.
     owned = analyzer.template_verdicts
-    assert {t.template for t in owned} == {f"{v:016x}" for v in VARIANTS}
+    assert {h for t in owned for h in t.simhashes} == set(VARIANTS)
+    assert {t.key for t in owned} == {k for v in VARIANTS for k in template_verdict_keys(v)}
+    assert {t.bits for t in owned} == {AnalysisSettings().linking.near_duplicate_bits}
     assert {(t.action, t.cluster, t.until) for t in owned} == {
         ("restrict", cluster.cluster, START + DAY + AnalysisSettings().verdict_ttl)
     }
@@ -262,7 +266,7 @@ def test_a_new_account_on_the_campaigns_own_template_is_restricted_at_once() -> 
 def test_template_verdicts_follow_shadow_and_can_be_switched_off() -> None:
     """In shadow mode template verdicts are `watch` led by `shadow:restrict`; disabled, none."""
     shadow, _ = run(campaign(START), START + DAY, AnalysisSettings(shadow=True))
-    assert len(shadow.template_verdicts) == 3
+    assert shadow.template_verdicts
     assert {(t.action, t.reasons[0]) for t in shadow.template_verdicts} == {
         ("watch", "shadow:restrict")
     }
@@ -298,7 +302,7 @@ def test_mixed_population_restricts_only_the_campaign() -> None:
     analyzer, verdicts = run(records, START + DAY)
     assert {v.account for v in verdicts} == {f"camp{i:03d}" for i in range(30)}
     assert by_action(verdicts)["watch"] == 0
-    assert {t.template for t in analyzer.template_verdicts} == {f"{v:016x}" for v in VARIANTS}
+    assert {h for t in analyzer.template_verdicts for h in t.simhashes} == set(VARIANTS)
 
 
 def test_cover_traffic_does_not_pull_in_benign_users() -> None:
@@ -332,7 +336,7 @@ def test_cover_traffic_does_not_pull_in_benign_users() -> None:
     analyzer, verdicts = run(records, START + DAY)
     judged = {v.account: v.action for v in verdicts}
     assert not [a for a in judged if a.startswith("person")]
-    assert {t.template for t in analyzer.template_verdicts} <= {f"{v:016x}" for v in VARIANTS}
+    assert {h for t in analyzer.template_verdicts for h in t.simhashes} <= set(VARIANTS)
     assert all(judged.get(f"camp{i:03d}") in {"restrict", "deny"} for i in range(30))
 
 

@@ -15,7 +15,7 @@ from authz import governance
 from authz.audit.record import build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
-from authz.detect.keys import template_verdict_key, verdict_key
+from authz.detect.keys import template_verdict_keys, verdict_key
 from authz.detect.rules import Risk
 from authz.metering import MemoryRateStore
 from authz.metering.result import VerdictView
@@ -164,15 +164,21 @@ NEUTRAL = (
 
 
 def test_a_template_verdict_restricts_any_account_from_its_first_request() -> None:
-    """A campaign's template under a verdict: a fresh account's first request on it is
-    restricted with the verdict's cluster (never denied, even if the store says deny);
-    other templates and accounts stay untouched."""
+    """A SimHash near the request's under a template verdict: a fresh account's first request
+    is restricted with the verdict's cluster (never denied, even if the store says deny); a
+    verdict that only shares a band value, other templates and other accounts are untouched."""
     rates = MemoryRateStore()
     pipeline, sink, clock = _pipeline(rates=rates)
     first = _send(pipeline, clock, ORBIT[0], 1, thinking=False, prompt=NEUTRAL)
     assert first.assessment is not None and first.assessment.risk is Risk.NONE
-    template = to_dict(build_record(*sink.records[-1], trace_id=""))["detection"]["template"]
-    rates.put_verdict(template_verdict_key(template), VerdictView("deny", "c7", 0.9, T0 + 3600))
+    simhash = int(to_dict(build_record(*sink.records[-1], trace_id=""))["detection"]["simhash"], 16)
+    keys = template_verdict_keys(simhash)
+    far = simhash ^ 0xFFFF_FFFF_0000  # the same first band, 32 bits away
+    rates.put_verdict(keys[0], VerdictView("deny", "c6", 0.9, T0 + 3600, 7, (far,)))
+    assert _send(pipeline, clock, ORBIT[4], 5, thinking=False, prompt=NEUTRAL).assessment == (
+        first.assessment
+    )
+    rates.put_verdict(keys[1], VerdictView("deny", "c7", 0.9, T0 + 3600, 7, (simhash ^ 0x41,)))
 
     fresh = _send(pipeline, clock, ORBIT[1], 2, thinking=False, prompt=NEUTRAL)
     up = dict(fresh.upstream_headers)
@@ -188,7 +194,8 @@ def test_a_template_verdict_restricts_any_account_from_its_first_request() -> No
     sclock.set(clock.now())
     d = _send(shadowed, sclock, ORBIT[3], 4, thinking=False, prompt=NEUTRAL)
     assert d.assessment is not None and d.assessment.risk is Risk.RESTRICT
-    assert d.assessment.applied is Risk.NONE and "shadow:template_verdict" in d.assessment.fired
+    assert "shadow:template_verdict" in d.assessment.fired
+    assert d.assessment.applied < Risk.RESTRICT  # four accounts on it by now: watched at most
 
 
 def test_unverified_accounts_are_restricted_sooner() -> None:

@@ -11,7 +11,13 @@ import random
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
-from authz.detect.keys import sightings, template_verdict_key, timing_key, verdict_key
+from authz.detect.keys import (
+    band_key,
+    sightings,
+    template_verdict_keys,
+    timing_key,
+    verdict_key,
+)
 from authz.detect.verdicts import RedisVerdictSink, TemplateVerdict, Verdict
 from authz.metering.connect import open_rate_store, rate_client
 from authz.metering.memory import MemoryRateStore
@@ -23,6 +29,14 @@ from authz.protocols import RateStore
 from tests.metering_support import T0, compiled, plan_for
 
 _LIMITS = compiled("account: {requests: {1m: 100}}\nentity: {requests: {1d: 1000}}\n")
+# The SimHash of each test template (what the request path would compute from its scaffold).
+SIMHASH = {
+    "tpl0": 0x0123_4567_89AB_CDEF,
+    "tpl1": 0x1111_2222_3333_4444,
+    "tpl2": 0x5555_6666_7777_8888,
+    "t": 0x9F3A_5C7E_1234_5678,
+    "u": 0x0F0F_0F0F_0F0F_0F0F,
+}
 
 
 def _plan(account: str, template: str, now: float, *, counters: bool = True) -> Plan:
@@ -34,6 +48,7 @@ def _plan(account: str, template: str, now: float, *, counters: bool = True) -> 
         asn=7922,
         client="c1",
         now=now,
+        simhash=SIMHASH[template],
     )
     return dataclasses.replace(base, sightings=s)
 
@@ -61,16 +76,26 @@ def _answers(results: list[MeterResult]) -> list[tuple[object, ...]]:
                 s.observed,
                 (t.gaps, t.mean_ms, t.m2, t.hours),
                 s.verdict,
-                s.template_verdict,
+                s.template_verdicts,
             )
         )
     return out
 
 
-# An account verdict and a template verdict, lapsing halfway through a sequence.
+# An account verdict and a template verdict (on tpl1's third band), lapsing halfway
+# through a sequence.
 _SEEDED = (
     Verdict("acct2", "deny", "c-a", 0.91, ("proxy_pool",), T0 + 20_000),
-    TemplateVerdict("tpl1", "restrict", "c-a", 0.91, ("proxy_pool",), T0 + 30_000),
+    TemplateVerdict(
+        band_key(2, 0x2222),
+        "restrict",
+        "c-a",
+        0.91,
+        ("proxy_pool",),
+        T0 + 30_000,
+        7,
+        (SIMHASH["tpl1"] ^ 0b11, 0xABCD_2222_0000_0000),
+    ),
 )
 
 
@@ -83,7 +108,7 @@ async def _replay(
     else:
         assert isinstance(store, MemoryRateStore)
         for v in _SEEDED:
-            store.put_verdict(v.key, VerdictView(v.action, v.cluster, v.score, v.until))
+            store.put_verdict(v.key, v.view())
     return [await store.hit(_plan(a, tpl, now), now) for a, tpl, now in seq]
 
 
@@ -124,10 +149,12 @@ def test_timing_follows_welford() -> None:
 
 
 def test_verdicts_are_read_until_they_expire() -> None:
-    """An account's verdict reaches its own requests only, a template's every account's."""
+    """An account's verdict reaches its own requests only; a template verdict reaches every
+    request whose SimHash shares its band value (the detect phase then checks the bits)."""
     store = MemoryRateStore()
     store.put_verdict(verdict_key("a"), VerdictView("restrict", "c-9", 0.9, T0 + 100))
-    store.put_verdict(template_verdict_key("t"), VerdictView("restrict", "c-9", 0.9, T0 + 50))
+    near = VerdictView("restrict", "c-9", 0.9, T0 + 50, 7, (SIMHASH["t"] ^ 1,))
+    store.put_verdict(template_verdict_keys(SIMHASH["t"])[3], near)
 
     async def run() -> None:
         during = await store.hit(_plan("a", "t", T0 + 10), T0 + 10)
@@ -138,10 +165,10 @@ def test_verdicts_are_read_until_they_expire() -> None:
         )
         assert after.sighted and after.sighted.verdict is None
         assert others.sighted and others.sighted.verdict is None
-        assert others.sighted.template_verdict == VerdictView("restrict", "c-9", 0.9, T0 + 50)
-        assert after.sighted.template_verdict is None
+        assert others.sighted.template_verdicts == (near,)
+        assert after.sighted.template_verdicts == ()
         elsewhere = await store.hit(_plan("b", "u", T0 + 10), T0 + 10)
-        assert elsewhere.sighted and elsewhere.sighted.template_verdict is None
+        assert elsewhere.sighted and elsewhere.sighted.template_verdicts == ()
 
     asyncio.run(run())
 
@@ -161,7 +188,7 @@ def test_redis_answers_like_memory(redis_url: str) -> None:
         memory_results = await _replay(MemoryRateStore(), seq)
         assert _answers(redis_results) == _answers(memory_results)
         # Both verdicts were read while in force, and lapsed by the injected clock.
-        read = [(a[3] is not None, a[4] is not None) for a in _answers(memory_results)]
+        read = [(a[3] is not None, a[4] != ()) for a in _answers(memory_results)]
         assert {(True, False), (False, True), (False, False)} <= set(read)
         assert timing_key("acct0") in keys
         assert any(k.startswith("dg:d:{t:tpl0}:h:") for k in keys)
@@ -185,8 +212,15 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
                 },
             )
             await client.hset(
-                template_verdict_key("t"),
-                mapping={"action": "restrict", "cluster": "c-2", "score": "0.7", "until": T0 + 30},
+                template_verdict_keys(SIMHASH["t"])[0],
+                mapping={
+                    "action": "restrict",
+                    "cluster": "c-2",
+                    "score": "0.7",
+                    "until": T0 + 30,
+                    "bits": 7,
+                    "simhashes": f"{SIMHASH['t']:016x},00000000000005678",
+                },
             )
             store = RedisRateStore(client)
             calls = 0
@@ -205,8 +239,10 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
             await client.aclose()
         assert calls == 3  # one script call per check, counters and sightings together
         assert hit.sighted and hit.sighted.verdict == VerdictView("restrict", "c-1", 0.8, T0 + 60)
-        assert hit.sighted.template_verdict == VerdictView("restrict", "c-2", 0.7, T0 + 30)
-        assert late.sighted and late.sighted.template_verdict is None
+        assert hit.sighted.template_verdicts == (
+            VerdictView("restrict", "c-2", 0.7, T0 + 30, 7, (SIMHASH["t"], 0x5678)),
+        )
+        assert late.sighted and late.sighted.template_verdicts == ()
         assert late.sighted and late.sighted.verdict is None  # past `until` by our clock
         assert only.sighted and only.sighted.verdict is not None and only.limits == ()
 

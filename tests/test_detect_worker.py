@@ -15,7 +15,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect import cli
-from authz.detect.keys import template_verdict_key
+from authz.detect.keys import template_verdict_keys
 from authz.detect.verdicts import MemoryVerdictSink, RedisVerdictSink, Verdict, verdict_key
 from authz.detect.worker import LOCK_KEY, OBS_STREAM, AnalysisWorker
 from authz.metering.connect import rate_client
@@ -157,7 +157,7 @@ def test_drain_writes_verdicts_for_the_campaign_only(redis_url: str) -> None:
     keys, left, stats = run_with(redis_url, body)
     accounts = {f"dg:v:{{a:camp{i:03d}}}" for i in range(30)}
     # ... and the campaign's three templates, which restrict whoever sends them next.
-    templates = {template_verdict_key(f"{v:016x}") for v in VARIANTS}
+    templates = {k for v in VARIANTS for k in template_verdict_keys(v)}
     assert keys == accounts | templates
     assert set(stats.template_verdicts) == {"restrict"}
     assert left == 0

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from authz.audit.window import epoch_of
+from authz.detect.keys import band_key, simhash_bands
 from authz.detect.settings import KINDS, AnalysisSettings
 from authz.detect.verdicts import ACTIONS, Action, TemplateVerdict, Verdict
 
@@ -248,6 +249,10 @@ class TemplateIndex:
     def __len__(self) -> int:
         return len(self._last)
 
+    def simhash(self, template: str) -> int | None:
+        """The SimHash of a template seen within the window, if it came with one."""
+        return self._simhash.get(template)
+
     def add(self, template: str, simhash: int | None, ts: float) -> None:
         """Note a sighting of `template` at `ts`."""
         last = self._last.get(template)
@@ -314,7 +319,7 @@ class TemplateIndex:
 
 def _band_keys(h: int) -> tuple[int, ...]:
     """The four 16-bit bands of a SimHash as bucket keys (the band's number above its bits)."""
-    return tuple(band << 16 | (h >> 16 * band) & 0xFFFF for band in range(4))
+    return tuple(band << 16 | value for band, value in enumerate(simhash_bands(h)))
 
 
 def _probe_masks(radius: int) -> tuple[int, ...]:
@@ -493,19 +498,21 @@ class Analyzer:
         self._held = {a: until for a, until in self._held.items() if until > now}
         verdicts: list[Verdict] = []
         reports: list[ClusterReport] = []
-        owned: list[TemplateVerdict] = []
+        owners: dict[int, ClusterReport] = {}  # owned SimHash -> best cluster owning it
         assigned: dict[str, str] = {}
         for members in self._stable_order(groups):
             cluster_id = self._cluster_id(members, assigned)
             report, member_verdicts, owns = self._judge(cluster_id, members, ctx)
             reports.append(report)
             verdicts.extend(member_verdicts)
-            owned.extend(self._template_verdicts(report, members, owns, ctx))
+            for h in self._owned_simhashes(members, owns, ctx) if owns else ():
+                if h not in owners or report.score > owners[h].score:
+                    owners[h] = report
             for s in members:
                 assigned[s.account] = cluster_id
         self._cluster_of = assigned
         self.clusters = reports
-        self.template_verdicts = owned
+        self.template_verdicts = self._template_verdicts(owners, now)
         return verdicts
 
     def _expire_and_summarize(self, now: float) -> dict[str, _Summary]:
@@ -788,39 +795,56 @@ class Analyzer:
             and len(members_on[tc]) >= tv.member_share * len(ctx.cluster_identities[tc])
         }
 
-    def _template_verdicts(
-        self,
-        report: ClusterReport,
-        members: Sequence[_Summary],
-        owned: set[str],
-        ctx: _Context,
-    ) -> list[TemplateVerdict]:
-        """Verdicts on the exact templates of the owned template clusters that members use."""
+    def _owned_simhashes(
+        self, members: Sequence[_Summary], owned: set[str], ctx: _Context
+    ) -> list[int]:
+        """SimHashes of the templates on owned template clusters that members (nearly) alone use.
+
+        At most `max_per_cluster`, those most members used first.
+        """
         tv = self.settings.template_verdicts
-        if not owned:
-            return []
         users: dict[str, set[str]] = {}  # template id on an owned cluster -> member identities
         for m in members:
             for t in m.templates:
                 if ctx.template_cluster[t] in owned:
                     users.setdefault(t, set()).add(m.identity)
         ranked = sorted(
-            (
-                (len(ids), t)
-                for t, ids in users.items()
-                if len(ids) >= tv.member_share * len(ctx.template_identities[t])
-            ),
-            key=lambda pair: (-pair[0], pair[1]),
+            (-len(ids), t)
+            for t, ids in users.items()
+            if len(ids) >= tv.member_share * len(ctx.template_identities[t])
         )
-        action: Action = tv.action
-        reasons = report.reasons
-        if self.settings.shadow and action != "watch":
-            action, reasons = "watch", (f"shadow:{action}", *reasons)
-        until = ctx.now + self.settings.verdict_ttl
-        return [
-            TemplateVerdict(t, action, report.cluster, report.score, reasons, until)
-            for _, t in ranked[: tv.max_per_cluster]
-        ]
+        hashes = (self._templates.simhash(t) for _, t in ranked)
+        return list(dict.fromkeys(h for h in hashes if h is not None))[: tv.max_per_cluster]
+
+    def _template_verdicts(
+        self, owners: Mapping[int, ClusterReport], now: float
+    ) -> list[TemplateVerdict]:
+        """One verdict per band value of the owned SimHashes (see TemplateVerdict)."""
+        by_key: dict[str, list[int]] = {}
+        for h in owners:
+            for band, value in enumerate(simhash_bands(h)):
+                by_key.setdefault(band_key(band, value), []).append(h)
+        s = self.settings
+        out = []
+        for key, hashes in sorted(by_key.items()):
+            top = max((owners[h] for h in hashes), key=lambda r: (r.score, r.cluster))
+            action: Action = s.template_verdicts.action
+            reasons = top.reasons
+            if s.shadow and action != "watch":
+                action, reasons = "watch", (f"shadow:{action}", *reasons)
+            out.append(
+                TemplateVerdict(
+                    key,
+                    action,
+                    top.cluster,
+                    top.score,
+                    reasons,
+                    now + s.verdict_ttl,
+                    s.linking.near_duplicate_bits,
+                    tuple(sorted(hashes)),
+                )
+            )
+        return out
 
     def _cluster_values(
         self, members: Sequence[_Summary], core: set[str], ctx: _Context

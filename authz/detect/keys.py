@@ -5,8 +5,9 @@ bucket so they forget: accounts per prompt template per hour; accounts per
 /24 (or /48), per AS number and per client fingerprint per day; distinct
 templates per account per day. The account's timing and the off-path
 analysis' verdict on the account live under the account's hash tag, in the slot
-of its counters; its verdict on the request's template (a campaign's own
-template) under the template's tag, in the slot of the template's pool. Time
+of its counters. Its verdicts on a campaign's own templates are found by the
+request's SimHash: one key per 16-bit band of it, holding the owned SimHashes
+with that band value, which the detect phase then compares bit by bit. Time
 buckets come from the pipeline's clock, never the store's.
 """
 
@@ -37,9 +38,19 @@ def verdict_key(account: str) -> str:
     return VERDICT_PREFIX + hash_tag("account", account)
 
 
-def template_verdict_key(template: str) -> str:
-    """Where it writes its verdict on a template, e.g. `dg:v:{t:9f2c…}` (the template's slot)."""
-    return VERDICT_PREFIX + _tag("t", template)
+def simhash_bands(simhash: int) -> tuple[int, ...]:
+    """The four 16-bit bands of a SimHash, lowest first."""
+    return tuple((simhash >> 16 * band) & 0xFFFF for band in range(4))
+
+
+def band_key(band: int, value: int) -> str:
+    """The template verdict key of one band value, e.g. `dg:v:{b:2.9f2c}` (its own slot)."""
+    return VERDICT_PREFIX + _tag("b", f"{band}.{value:04x}")
+
+
+def template_verdict_keys(simhash: int) -> tuple[str, ...]:
+    """The template verdict keys a request with this SimHash reads: one per band."""
+    return tuple(band_key(band, value) for band, value in enumerate(simhash_bands(simhash)))
 
 
 def timing_key(account: str) -> str:
@@ -55,6 +66,7 @@ def sightings(
     asn: int | None,
     client: str,
     now: float,
+    simhash: int = 0,
 ) -> Sightings:
     """The pools one request joins, its account's timing, and the verdicts to read."""
     hour = int(now // HOUR)
@@ -99,5 +111,5 @@ def sightings(
         timing_key=timing_key(account),
         timing_ttl_ms=TIMING_TTL_MS,
         verdict_key=verdict_key(account),
-        template_verdict_key=template_verdict_key(template) if template else "",
+        template_verdict_keys=template_verdict_keys(simhash) if template and simhash else (),
     )

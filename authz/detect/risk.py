@@ -4,18 +4,21 @@ Each detector yields a strength from 0 to 1; weighted strengths combine as
 independent evidence (1 - prod(1 - w*s)), unverified accounts' scores are
 scaled up, and the tier's thresholds turn the score into none, watch,
 restrict or deny. A verdict of the off-path analysis on the account raises the
-action to its own; its verdict on the request's template (a restricted
-campaign's own template) raises it to at most restrict, since a template alone
-never shows who is behind a request. Shadow detectors are scored but left out
+action to its own; a verdict on a template near the request's (a restricted
+campaign's own template, its SimHash within the verdict's bits of the
+request's) raises it to at most restrict, since a template alone never shows
+who is behind a request. Shadow detectors are scored but left out
 of the action applied, so their effect can be measured before it is enforced.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from authz.accounts import Kyc
 from authz.detect.features import RequestFeatures
 from authz.detect.rules import DETECTORS, Assessment, DetectionRules, Risk, combine
-from authz.metering.result import Sighted
+from authz.metering.result import Sighted, VerdictView
 
 
 def assess_risk(
@@ -52,7 +55,11 @@ def assess_risk(
     if sighted is not None:
         verdicts = (
             ("verdict", sighted.verdict, Risk.DENY),
-            ("template_verdict", sighted.template_verdict, Risk.RESTRICT),
+            (
+                "template_verdict",
+                near_template(sighted.template_verdicts, features.simhash),
+                Risk.RESTRICT,
+            ),
         )
         for detector, verdict, ceiling in verdicts:
             said = min(Risk.parse(verdict.action), ceiling) if verdict is not None else Risk.NONE
@@ -65,6 +72,20 @@ def assess_risk(
                 applied = max(applied, said)
             score = max(score, min(1.0, verdict.score))
     return Assessment(risk, round(score, 4), tuple(fired), applied, cluster)
+
+
+def near_template(views: Sequence[VerdictView], simhash: int) -> VerdictView | None:
+    """The strongest template verdict that owns a SimHash near `simhash`, if any.
+
+    The band keys only narrow the search (a shared 16-bit band); a verdict
+    applies when one of its SimHashes is within its `bits` of the request's.
+    """
+    near = [
+        v
+        for v in views
+        if simhash and any((h ^ simhash).bit_count() <= v.bits for h in v.simhashes)
+    ]
+    return max(near, key=lambda v: (Risk.parse(v.action), v.score), default=None)
 
 
 def _name(detector: str, shadow: set[str]) -> str:

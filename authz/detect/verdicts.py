@@ -1,12 +1,12 @@
 """Verdicts of the off-path analysis: the values, and where verdicts are written.
 
 The request path reads an account's verdict in its one Redis round trip, so a
-verdict lives under the account's hash tag, in the slot of its counters; a
-verdict on a template (one of a restricted campaign's own templates) lives
-under the template's tag, in the slot of the template's pool:
+verdict lives under the account's hash tag, in the slot of its counters.
+Verdicts on a restricted campaign's own templates are kept by SimHash band, so
+that a request finds those near its own SimHash under its four band values:
 
-    dg:v:{a:<account>}    hash: action, cluster, score, until, reasons
-    dg:v:{t:<template>}   hash: action, cluster, score, until, reasons
+    dg:v:{a:<account>}          hash: action, cluster, score, until, reasons
+    dg:v:{b:<band>.<value>}     the same, and bits, simhashes (comma-separated hex)
 
 `until` is epoch seconds (float text) and the key expires then (PEXPIREAT):
 a verdict that the analysis stops renewing disappears by itself.
@@ -20,7 +20,8 @@ from typing import Literal, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 
-from authz.detect.keys import template_verdict_key, verdict_key
+from authz.detect.keys import verdict_key
+from authz.metering.result import VerdictView
 
 Action = Literal["watch", "restrict", "deny"]
 ACTIONS: tuple[Action, ...] = ("watch", "restrict", "deny")
@@ -48,31 +49,42 @@ class Verdict:
         """The Redis hash fields of this verdict."""
         return _fields(self)
 
+    def view(self) -> VerdictView:
+        """What the request path reads of it."""
+        return VerdictView(self.action, self.cluster, self.score, self.until)
+
 
 @dataclass(frozen=True, slots=True)
 class TemplateVerdict:
-    """The analysis' judgement of a template that a restricted cluster owns.
+    """The analysis' judgement of the templates a restricted cluster owns, by SimHash band.
 
-    The request path applies it to every request on the template, so a
-    campaign's newly opened accounts are restricted from their first request
-    instead of after the analysis has seen several of theirs.
+    One per band value (`key`, see authz.detect.keys.band_key): the owned
+    SimHashes with that value in that band. The request path applies it to any
+    request whose SimHash is within `bits` of one of them, so a campaign's
+    newly opened accounts are restricted from their first request.
     """
 
-    template: str
+    key: str
     action: Action
-    cluster: str
-    score: float  # the cluster's score
+    cluster: str  # of the highest-scoring cluster owning a SimHash of the band value
+    score: float  # that cluster's score
     reasons: tuple[str, ...]
     until: float
-
-    @property
-    def key(self) -> str:
-        """Its store key (the template's slot)."""
-        return template_verdict_key(self.template)
+    bits: int
+    simhashes: tuple[int, ...]
 
     def fields(self) -> dict[str, str]:
         """The Redis hash fields of this verdict."""
-        return _fields(self)
+        return _fields(self) | {
+            "bits": str(self.bits),
+            "simhashes": ",".join(f"{h:016x}" for h in self.simhashes),
+        }
+
+    def view(self) -> VerdictView:
+        """What the request path reads of it."""
+        return VerdictView(
+            self.action, self.cluster, self.score, self.until, self.bits, self.simhashes
+        )
 
 
 AnyVerdict = Verdict | TemplateVerdict

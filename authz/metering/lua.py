@@ -9,16 +9,17 @@ random request sequences). Numbers are written with %.17g so floats round-trip.
 from __future__ import annotations
 
 # KEYS: counter keys, volume keys, observation keys, then the timing key and the
-#   verdict keys (account, template) when asked for (all in one slot on Cluster).
+#   verdict keys (the account's, then template bands) when asked for (all in one slot on
+#   Cluster).
 # ARGV: now_ms, n_counters, n_volumes,
 #   per counter: window_ms, limit, throttled_limit, cost, volume index (1-based, 0 none), ttl_ms
 #   per volume:  action (0 record, 1 throttle, 2 deny), alpha, z_score, multiple,
 #                min_baseline, ttl_ms
 #   n_observations, per observation: member, ttl_ms
-#   timing (0/1), timing ttl_ms, n_verdicts (0 to 2)
+#   timing (0/1), timing ttl_ms, n_verdicts
 # Reply: {allowed, per counter: bucket, cur, prev; per volume: hour, count, mean|'', var;
 #   per observation: distinct count; timing: gaps, mean, m2, hours (when asked);
-#   per verdict key: action, cluster, score, until ('' when none)}
+#   per verdict key: action, cluster, score, until, bits, simhashes ('' when none)}
 # Sightings (observations, timing, verdict) are recorded whatever the counters decide:
 # a refused request is still behaviour to learn from (authz.metering.memory mirrors it).
 HIT = """
@@ -159,8 +160,9 @@ if ARGV[tbase] == '1' then
 end
 for _ = 1, tonumber(ARGV[tbase + 2]) do
   key_at = key_at + 1
-  local v = redis.call('HMGET', KEYS[key_at], 'action', 'cluster', 'score', 'until')
-  for j = 1, 4 do reply[#reply + 1] = v[j] or '' end
+  local v = redis.call('HMGET', KEYS[key_at], 'action', 'cluster', 'score', 'until', 'bits',
+    'simhashes')
+  for j = 1, 6 do reply[#reply + 1] = v[j] or '' end
 end
 return reply
 """

@@ -99,7 +99,11 @@ class MemoryRateStore:
             tuple(observed),
             timing,
             self._verdict(s.verdict_key, now_ms),
-            self._verdict(s.template_verdict_key, now_ms),
+            tuple(
+                v
+                for v in (self._verdict(k, now_ms) for k in s.template_verdict_keys)
+                if v is not None
+            ),
         )
 
     def _verdict(self, key: str, now_ms: int) -> VerdictView | None:

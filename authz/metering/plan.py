@@ -113,22 +113,22 @@ class Sightings:
 
     Pool counts (observations), the account's request timing (gaps between its
     requests, hours of day), and the off-path analysis' verdicts on the account
-    and on the request's template. Timing and account verdict keys carry the
-    account's hash tag, the template verdict key the template's.
+    and on the templates near the request's (one key per SimHash band). Timing
+    and account verdict keys carry the account's hash tag, each band key its own.
     """
 
     observations: tuple[Observation, ...] = ()
     timing_key: str = ""
     timing_ttl_ms: int = 0
     verdict_key: str = ""
-    template_verdict_key: str = ""
+    template_verdict_keys: tuple[str, ...] = ()
 
-    def keys_in(self, tag: str) -> tuple[bool, bool, bool]:
-        """Whether the timing, the verdict and the template verdict keys live in slot `tag`."""
+    def keys_in(self, tag: str) -> tuple[bool, bool, tuple[int, ...]]:
+        """Whether the timing and the verdict keys live in slot `tag`; which band keys do."""
         return (
             bool(self.timing_key) and _tag_of(self.timing_key) == tag,
             bool(self.verdict_key) and _tag_of(self.verdict_key) == tag,
-            bool(self.template_verdict_key) and _tag_of(self.template_verdict_key) == tag,
+            tuple(i for i, k in enumerate(self.template_verdict_keys) if _tag_of(k) == tag),
         )
 
 
@@ -146,7 +146,7 @@ class SlotGroup:
     observations: tuple[int, ...] = ()
     timing: bool = False
     verdict: bool = False
-    template_verdict: bool = False
+    template_verdicts: tuple[int, ...] = ()  # indices into Sightings.template_verdict_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,7 @@ class Plan:
             tuple(range(len(s.observations))) if s else (),
             bool(s and s.timing_key),
             bool(s and s.verdict_key),
-            bool(s and s.template_verdict_key),
+            tuple(range(len(s.template_verdict_keys))) if s else (),
         )
 
     def groups(self) -> tuple[SlotGroup, ...]:
@@ -189,12 +189,12 @@ class Plan:
         if s is not None:
             for i, o in enumerate(s.observations):
                 tags.setdefault(o.tag, ([], [], []))[2].append(i)
-            for key in (s.timing_key, s.verdict_key, s.template_verdict_key):
+            for key in (s.timing_key, s.verdict_key, *s.template_verdict_keys):
                 if key:
                     tags.setdefault(_tag_of(key), ([], [], []))
         groups = []
         for t, (cs, vs, os_) in tags.items():
-            reads = s.keys_in(t) if s is not None else (False, False, False)
+            reads = s.keys_in(t) if s is not None else (False, False, ())
             groups.append(SlotGroup(t, tuple(cs), tuple(vs), tuple(os_), *reads))
         return tuple(groups)
 

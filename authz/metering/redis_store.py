@@ -44,7 +44,7 @@ class _Reply:
     observed: tuple[int, ...] = ()
     timing: Timing | None = None
     verdict: VerdictView | None = None
-    template_verdict: VerdictView | None = None
+    template_verdicts: tuple[VerdictView, ...] = ()
 
 
 def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], list[str]]:
@@ -90,17 +90,11 @@ def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], l
 
 
 def _verdict_keys(sight: Sightings | None, group: SlotGroup) -> list[str]:
-    """The verdict keys `group` reads: the account's, then the template's."""
+    """The verdict keys `group` reads: the account's, then its template bands'."""
     if sight is None:
         return []
-    return [
-        key
-        for key, asked in (
-            (sight.verdict_key, group.verdict),
-            (sight.template_verdict_key, group.template_verdict),
-        )
-        if asked
-    ]
+    keys = [sight.verdict_key] if group.verdict else []
+    return keys + [sight.template_verdict_keys[i] for i in group.template_verdicts]
 
 
 def _int(value: object) -> int:
@@ -139,22 +133,37 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
         pos += 4
         timing = Timing(_int(gaps), float(text(mean)), float(text(m2)), int(float(text(hours))))
     read: list[VerdictView | None] = []
-    for asked in (group.verdict, group.template_verdict):
-        if asked:
-            action, cluster, score, until = (text(x) for x in reply[pos : pos + 4])
-            pos += 4
-            read.append(read_verdict(action, cluster, score, until, now_ms))
-        else:
-            read.append(None)
-    return _Reply(group, _int(reply[0]) == 1, tuple(views), tuple(volumes), observed, timing, *read)
+    for _ in range(int(group.verdict) + len(group.template_verdicts)):
+        read.append(read_verdict([text(x) for x in reply[pos : pos + 6]], now_ms))
+        pos += 6
+    verdict = read.pop(0) if group.verdict else None
+    return _Reply(
+        group,
+        _int(reply[0]) == 1,
+        tuple(views),
+        tuple(volumes),
+        observed,
+        timing,
+        verdict,
+        tuple(v for v in read if v is not None),
+    )
 
 
-def read_verdict(
-    action: str, cluster: str, score: str, until: str, now_ms: int
-) -> VerdictView | None:
-    """A stored verdict still in force at `now_ms` (by the injected clock), else None."""
+def read_verdict(fields: Sequence[str], now_ms: int) -> VerdictView | None:
+    """A stored verdict still in force at `now_ms` (by the injected clock), else None.
+
+    `fields`: action, cluster, score, until, bits, simhashes ('' where absent).
+    """
+    action, cluster, score, until, bits, simhashes = fields
     try:
-        view = VerdictView(action, cluster, float(score or 0), float(until))
+        view = VerdictView(
+            action,
+            cluster,
+            float(score or 0),
+            float(until),
+            int(bits or 0),
+            tuple(int(h, 16) for h in simhashes.split(",") if h),
+        )
     except ValueError:
         return None  # absent ('') or unreadable
     return view if action and view.until * 1000 > now_ms else None
@@ -248,11 +257,12 @@ def _sighted(plan: Plan, replies: list[_Reply]) -> Sighted | None:
     if s is None:
         return None
     counts: dict[int, int] = {}
-    timing = verdict = template_verdict = None
+    timing = verdict = None
+    near: list[VerdictView] = []
     for r in replies:
         counts.update(zip(r.group.observations, r.observed, strict=True))
         timing = timing or r.timing
         verdict = verdict or r.verdict
-        template_verdict = template_verdict or r.template_verdict
+        near += r.template_verdicts
     observed = tuple((o.name, counts.get(i, 0)) for i, o in enumerate(s.observations))
-    return Sighted(observed, timing, verdict, template_verdict)
+    return Sighted(observed, timing, verdict, tuple(near))

@@ -92,6 +92,8 @@ class VerdictView:
     cluster: str
     score: float
     until: float  # epoch seconds
+    bits: int = 0  # template verdicts: SimHashes this many bits apart are near-duplicates
+    simhashes: tuple[int, ...] = ()  # template verdicts: the owned SimHashes of this band value
 
 
 class Sighted(NamedTuple):
@@ -100,7 +102,7 @@ class Sighted(NamedTuple):
     observed: tuple[tuple[str, int], ...] = ()  # (signal, distinct count after this request)
     timing: Timing | None = None
     verdict: VerdictView | None = None  # on the account
-    template_verdict: VerdictView | None = None  # on the request's template
+    template_verdicts: tuple[VerdictView, ...] = ()  # on the request's SimHash bands, in force
 
 
 class MeterResult(NamedTuple):

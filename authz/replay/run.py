@@ -32,7 +32,6 @@ from authz.events.event import Event
 from authz.events.report import Events, EventSink, Reporter
 from authz.facts import RequestFacts
 from authz.metering import MemoryRateStore
-from authz.metering.result import VerdictView
 from authz.replay.traffic import BadLine, TrafficRecord, as_envoy_sees_it, read_traffic
 from authz.settings import Settings
 
@@ -186,7 +185,7 @@ class OffPath:
         rates = self.app.rates
         if isinstance(rates, MemoryRateStore):
             for v in written:
-                rates.put_verdict(v.key, VerdictView(v.action, v.cluster, v.score, v.until))
+                rates.put_verdict(v.key, v.view())
         elif self.app.redis is not None:
             from authz.detect.verdicts import RedisVerdictSink
 
