@@ -200,7 +200,7 @@ def test_campaign_is_one_cluster_and_restricted() -> None:
     # Its three templates are its own: their SimHashes go out under each band value,
     # with the near-duplicate distance, each verdict naming the cluster.
     owned = analyzer.template_verdicts
-    assert {h for t in owned for h in t.simhashes} == set(VARIANTS)
+    assert {pair for t in owned for pair in t.simhashes} == {(v, cluster.cluster) for v in VARIANTS}
     assert {t.key for t in owned} == {k for v in VARIANTS for k in template_verdict_keys(v)}
     assert {t.bits for t in owned} == {AnalysisSettings().linking.near_duplicate_bits}
     assert {(t.action, t.cluster, t.until) for t in owned} == {
@@ -217,7 +217,9 @@ def test_a_template_other_people_use_gets_no_verdict() -> None:
     for i in range(10):
         for k in range(8):
             own = rng.getrandbits(64)
-            template = VARIANTS[0] if k < 2 else own
+            # Half of them send the campaign's template itself, half a near-duplicate of it.
+            near = VARIANTS[0] if i % 2 else VARIANTS[0] ^ (1 << 10 | 1 << 30 | 1 << 50)
+            template = near if k < 2 else own
             records.append(
                 record(
                     f"user{i}",
@@ -263,6 +265,63 @@ def test_a_new_account_on_the_campaigns_own_template_is_restricted_at_once() -> 
     assert {v.account: v.action for v in verdicts}["late"] == "watch"
 
 
+def test_a_newcomer_on_a_campaign_template_is_never_denied_for_it() -> None:
+    """A new, unverified account whose two requests use the campaign's template joins
+    its cluster, but the template does not count as its own evidence and, with too few
+    requests for a member's own checks, it is at most restricted, never denied."""
+    records = campaign(START)
+    for k in range(2):
+        records.append(
+            record(
+                "newbie",
+                START + DAY - 3000 + 600 * k,
+                kyc="unverified",
+                created=rfc3339(START - 5 * DAY),
+                network="198.51.100.0/24",
+                asn=64777,
+                client="0d0d0d0d0d0d0d0d",
+                template=f"{VARIANTS[1]:016x}",
+                simhash=VARIANTS[1],
+                elicitation=0.1,
+            )
+        )
+    _, verdicts = run(records, START + DAY)
+    judged = {v.account: v.action for v in verdicts}
+    assert judged["newbie"] in {"watch", "restrict"}
+    assert judged["camp000"] == "deny"
+
+
+def test_a_band_value_shared_by_two_campaigns_names_each_hash_owner() -> None:
+    """Two campaigns whose templates share a 16-bit band value: the band's verdict carries
+    each SimHash with the cluster that owns it."""
+    other = 0x9F3A_0000_0000_5678  # shares CAMPAIGN_HASH's lowest band, 30 bits away
+    second = campaign(START, seed=9)
+    for r in second:
+        r["account"] = "b" + r["account"]
+        r["entity"] = "e-" + r["account"]
+        r["detection"].update(
+            template=f"{other:016x}", simhash=f"{other:016x}", client="beefbeefbeefbeef"
+        )
+    analyzer, verdicts = run(campaign(START) + second, START + DAY)
+    cluster_of = {v.account: v.cluster for v in verdicts}
+    assert cluster_of["camp000"] != cluster_of["bcamp000"]
+    (shared,) = [t for t in analyzer.template_verdicts if t.key == template_verdict_keys(other)[0]]
+    owners = dict(shared.simhashes)
+    assert owners[other] == cluster_of["bcamp000"]
+    assert owners[CAMPAIGN_HASH] == cluster_of["camp000"]
+
+
+def test_template_verdicts_are_capped() -> None:
+    """`max_total` bounds the SimHashes written, `max_per_key` those under one band value."""
+    settings = AnalysisSettings.model_validate(
+        {"template_verdicts": {"max_total": 2, "max_per_key": 1}}
+    )
+    analyzer, _ = run(campaign(START), START + DAY, settings)
+    kept = {h for t in analyzer.template_verdicts for h, _ in t.simhashes}
+    assert len(kept) == 2 and kept < set(VARIANTS)
+    assert all(len(t.simhashes) == 1 for t in analyzer.template_verdicts)
+
+
 def test_template_verdicts_follow_shadow_and_can_be_switched_off() -> None:
     """In shadow mode template verdicts are `watch` led by `shadow:restrict`; disabled, none."""
     shadow, _ = run(campaign(START), START + DAY, AnalysisSettings(shadow=True))
@@ -302,7 +361,7 @@ def test_mixed_population_restricts_only_the_campaign() -> None:
     analyzer, verdicts = run(records, START + DAY)
     assert {v.account for v in verdicts} == {f"camp{i:03d}" for i in range(30)}
     assert by_action(verdicts)["watch"] == 0
-    assert {h for t in analyzer.template_verdicts for h in t.simhashes} == set(VARIANTS)
+    assert {h for t in analyzer.template_verdicts for h, _ in t.simhashes} == set(VARIANTS)
 
 
 def test_cover_traffic_does_not_pull_in_benign_users() -> None:
@@ -336,7 +395,8 @@ def test_cover_traffic_does_not_pull_in_benign_users() -> None:
     analyzer, verdicts = run(records, START + DAY)
     judged = {v.account: v.action for v in verdicts}
     assert not [a for a in judged if a.startswith("person")]
-    assert {h for t in analyzer.template_verdicts for h in t.simhashes} <= set(VARIANTS)
+    # The campaign's own templates still get theirs; none of the frames does.
+    assert {h for t in analyzer.template_verdicts for h, _ in t.simhashes} == set(VARIANTS)
     assert all(judged.get(f"camp{i:03d}") in {"restrict", "deny"} for i in range(30))
 
 

@@ -174,11 +174,13 @@ def test_a_template_verdict_restricts_any_account_from_its_first_request() -> No
     simhash = int(to_dict(build_record(*sink.records[-1], trace_id=""))["detection"]["simhash"], 16)
     keys = template_verdict_keys(simhash)
     far = simhash ^ 0xFFFF_FFFF_0000  # the same first band, 32 bits away
-    rates.put_verdict(keys[0], VerdictView("deny", "c6", 0.9, T0 + 3600, 7, (far,)))
+    rates.put_verdict(keys[0], VerdictView("deny", "c6", 0.9, T0 + 3600, 7, ((far, "c6"),)))
     assert _send(pipeline, clock, ORBIT[4], 5, thinking=False, prompt=NEUTRAL).assessment == (
         first.assessment
     )
-    rates.put_verdict(keys[1], VerdictView("deny", "c7", 0.9, T0 + 3600, 7, (simhash ^ 0x41,)))
+    # The band's top cluster is c9, but the SimHash that matches is c7's: c7 is named.
+    owned = ((simhash ^ 0x41, "c7"), (simhash ^ 0xFFFF_0000_0000_0000, "c9"))
+    rates.put_verdict(keys[1], VerdictView("deny", "c9", 0.95, T0 + 3600, 7, owned))
 
     fresh = _send(pipeline, clock, ORBIT[1], 2, thinking=False, prompt=NEUTRAL)
     up = dict(fresh.upstream_headers)
@@ -196,6 +198,7 @@ def test_a_template_verdict_restricts_any_account_from_its_first_request() -> No
     assert d.assessment is not None and d.assessment.risk is Risk.RESTRICT
     assert "shadow:template_verdict" in d.assessment.fired
     assert d.assessment.applied < Risk.RESTRICT  # four accounts on it by now: watched at most
+    assert d.assessment.cluster == ""  # a shadowed template verdict ties no one to a campaign
 
 
 def test_unverified_accounts_are_restricted_sooner() -> None:

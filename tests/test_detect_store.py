@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 import math
 import random
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz.detect.keys import (
     band_key,
@@ -21,7 +23,7 @@ from authz.detect.keys import (
 from authz.detect.verdicts import RedisVerdictSink, TemplateVerdict, Verdict
 from authz.metering.connect import open_rate_store, rate_client
 from authz.metering.memory import MemoryRateStore
-from authz.metering.plan import Plan
+from authz.metering.plan import Plan, SlotGroup
 from authz.metering.redis_store import RedisRateStore
 from authz.metering.result import MeterResult, VerdictView
 from authz.metering.window import observe_timing
@@ -94,7 +96,7 @@ _SEEDED = (
         ("proxy_pool",),
         T0 + 30_000,
         7,
-        (SIMHASH["tpl1"] ^ 0b11, 0xABCD_2222_0000_0000),
+        ((SIMHASH["tpl1"] ^ 0b11, "c-a"), (0xABCD_2222_0000_0000, "c-b")),
     ),
 )
 
@@ -153,7 +155,7 @@ def test_verdicts_are_read_until_they_expire() -> None:
     request whose SimHash shares its band value (the detect phase then checks the bits)."""
     store = MemoryRateStore()
     store.put_verdict(verdict_key("a"), VerdictView("restrict", "c-9", 0.9, T0 + 100))
-    near = VerdictView("restrict", "c-9", 0.9, T0 + 50, 7, (SIMHASH["t"] ^ 1,))
+    near = VerdictView("restrict", "c-9", 0.9, T0 + 50, 7, ((SIMHASH["t"] ^ 1, "c-9"),))
     store.put_verdict(template_verdict_keys(SIMHASH["t"])[3], near)
 
     async def run() -> None:
@@ -219,7 +221,7 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
                     "score": "0.7",
                     "until": T0 + 30,
                     "bits": 7,
-                    "simhashes": f"{SIMHASH['t']:016x},00000000000005678",
+                    "simhashes": f"{SIMHASH['t']:016x}:c-2,0000000000005678:c-3",
                 },
             )
             store = RedisRateStore(client)
@@ -240,13 +242,83 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
         assert calls == 3  # one script call per check, counters and sightings together
         assert hit.sighted and hit.sighted.verdict == VerdictView("restrict", "c-1", 0.8, T0 + 60)
         assert hit.sighted.template_verdicts == (
-            VerdictView("restrict", "c-2", 0.7, T0 + 30, 7, (SIMHASH["t"], 0x5678)),
+            VerdictView(
+                "restrict", "c-2", 0.7, T0 + 30, 7, ((SIMHASH["t"], "c-2"), (0x5678, "c-3"))
+            ),
         )
         assert late.sighted and late.sighted.template_verdicts == ()
         assert late.sighted and late.sighted.verdict is None  # past `until` by our clock
         assert only.sighted and only.sighted.verdict is not None and only.limits == ()
 
     asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_unreadable_template_verdicts_are_ignored(redis_url: str) -> None:
+    """Garbage under a band key (bytes that are not text, no hex, a distance beyond the
+    limit, a key of another type) reads as no verdict: the check is answered and charged."""
+    keys = template_verdict_keys(SIMHASH["t"])
+    good = {"action": "restrict", "cluster": "c-1", "score": "0.8", "until": T0 + 60}
+
+    async def run() -> None:
+        client = rate_client(redis_url)
+        assert isinstance(client, Redis)
+        try:
+            await client.hset(keys[0], mapping=good | {"bits": 7, "simhashes": b"\xff\xfe:c"})
+            await client.hset(keys[1], mapping=good | {"bits": 7, "simhashes": "zz:c-1"})
+            await client.hset(keys[2], mapping=good | {"bits": 64, "simhashes": "0:c-1"})
+            await client.set(keys[3], "not a hash")
+            store = RedisRateStore(client)
+            first = await store.hit(_plan("a", "t", T0), T0)
+            second = await store.hit(_plan("a", "t", T0 + 1), T0 + 1)
+        finally:
+            await client.aclose()
+        assert first.allowed and first.sighted is not None
+        assert first.sighted.template_verdicts == ()
+        assert [lim.remaining for lim in second.limits] == [
+            lim.remaining - 1 for lim in first.limits
+        ]
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_cluster_answers_without_an_unreachable_template_verdict_slot(
+    redis_cluster_url: str,
+) -> None:
+    """On Cluster a slot that only holds template verdicts failing leaves the check answered
+    (without them); a slot with counters failing still fails it."""
+
+    async def run() -> tuple[MeterResult, BaseException | None]:
+        client = rate_client(redis_cluster_url)
+        store = RedisRateStore(client)
+        real = store._call
+
+        async def flaky(plan: Plan, group: SlotGroup, now_ms: int) -> Any:
+            if not group.counters and group.template_verdicts:
+                raise RedisConnectionError("node away")
+            if group.counters and failing_counters:
+                raise RedisConnectionError("node away")
+            return await real(plan, group, now_ms)
+
+        store._call = flaky  # type: ignore[method-assign]
+        failing_counters = False
+        try:
+            answered = await store.hit(_plan("a", "t", T0), T0)
+            failing_counters = True
+            try:
+                await store.hit(_plan("a", "t", T0 + 1), T0 + 1)
+                failed = None
+            except RedisConnectionError as exc:
+                failed = exc
+        finally:
+            await client.aclose()
+        return answered, failed
+
+    answered, failed = asyncio.run(run())
+    assert answered.allowed and answered.sighted is not None
+    assert answered.sighted.template_verdicts == () and answered.sighted.timing is not None
+    assert isinstance(failed, RedisConnectionError)
 
 
 @pytest.mark.redis

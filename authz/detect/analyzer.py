@@ -21,9 +21,10 @@ One analysis, in order:
    multiplier; restriction needs several kinds of evidence in the cluster and
    some evidence of the member's own, and once given is held while the
    cluster qualifies;
-6. give a verdict to each template a restricted cluster owns (in its core,
-   used by several restricted members and by hardly anyone else), which the
-   request path applies to every request on it (`template_verdicts`).
+6. give verdicts to the SimHashes of the template clusters a restricted
+   cluster owns (in its core, used by several restricted members and by no
+   one else), which the request path applies to every request near one
+   (`template_verdicts`).
 """
 
 from __future__ import annotations
@@ -379,7 +380,6 @@ class _Context:
     now: float
     template_cluster: Mapping[str, str]  # template id -> template cluster
     shared: set[str]  # template clusters several identities use
-    template_identities: Mapping[str, set[str]]  # template id -> identities that used it
     cluster_identities: Mapping[str, set[str]]  # template cluster -> identities that used it
     cohorts: Mapping[str, int]  # account -> sign-up cohort number
     new_after: float  # accounts opened after this are new
@@ -414,7 +414,8 @@ class Analyzer:
         self.latest: float | None = None  # the newest record time seen: the worker's clock
         self._seq = 0
         self._cluster_of: dict[str, str] = {}  # account -> cluster id of the last analysis
-        self._held: dict[str, float] = {}  # account -> until when its restriction lasts
+        # account -> until when its restriction lasts, and the most it may be
+        self._held: dict[str, tuple[float, Action]] = {}
         self.clusters: list[ClusterReport] = []
         self.template_verdicts: list[TemplateVerdict] = []  # of the last analysis
 
@@ -479,23 +480,17 @@ class Analyzer:
         template_cluster = self._template_clusters(summaries)
         shared, users = self._shared_template_clusters(summaries, template_cluster)
         cohorts = self._cohorts(summaries, now)
-        identities: dict[str, set[str]] = {}
-        if self.settings.template_verdicts.enabled:
-            for summary in summaries.values():
-                for t in summary.templates:
-                    identities.setdefault(t, set()).add(summary.identity)
         ctx = _Context(
             now,
             template_cluster,
             shared,
-            identities,
             users,
             cohorts,
             now - self.settings.new_account_days * _DAY,
             self._new_models(),
         )
         groups = self._link(summaries, ctx)
-        self._held = {a: until for a, until in self._held.items() if until > now}
+        self._held = {a: held for a, held in self._held.items() if held[0] > now}
         verdicts: list[Verdict] = []
         reports: list[ClusterReport] = []
         owners: dict[int, ClusterReport] = {}  # owned SimHash -> best cluster owning it
@@ -745,16 +740,19 @@ class Analyzer:
             action = actions[m.account]
             if action is None:
                 continue
-            if action != "watch" and (
-                kinds < s.min_kinds
-                or (m.account not in self._held and not self._member_qualifies(m, core, owned, ctx))
-            ):
+            ceiling = self._member_ceiling(m, core, owned, ctx)
+            held = self._held.get(m.account)
+            if held is not None and (ceiling is None or _rank(held[1]) > _rank(ceiling)):
+                ceiling = held[1]
+            if action != "watch" and (kinds < s.min_kinds or ceiling is None):
                 action = "watch"  # not enough kinds of evidence, or none of the member's own
-            if action != "watch":
+            elif ceiling is not None and _rank(action) > _rank(ceiling):
+                action = ceiling
+            if action != "watch" and ceiling is not None:
                 # Once a member has passed its own checks it stays restricted while its
                 # cluster qualifies: its own evidence wavers as requests enter and leave the
                 # window, and each lapse would serve it in full again.
-                self._held[m.account] = ctx.now + s.verdict_ttl
+                self._held[m.account] = (ctx.now + s.verdict_ttl, ceiling)
             said = reasons
             if s.shadow and action != "watch":
                 said, action = (f"shadow:{action}", *reasons), "watch"
@@ -792,43 +790,48 @@ class Analyzer:
             tc
             for tc, ids in restricted_on.items()
             if len(ids) >= tv.min_identities
-            and len(members_on[tc]) >= tv.member_share * len(ctx.cluster_identities[tc])
+            and len(ctx.cluster_identities[tc]) - len(members_on[tc]) <= tv.max_outsiders
         }
 
     def _owned_simhashes(
         self, members: Sequence[_Summary], owned: set[str], ctx: _Context
     ) -> list[int]:
-        """SimHashes of the templates on owned template clusters that members (nearly) alone use.
+        """SimHashes of the members' templates on owned template clusters.
 
         At most `max_per_cluster`, those most members used first.
         """
-        tv = self.settings.template_verdicts
         users: dict[str, set[str]] = {}  # template id on an owned cluster -> member identities
         for m in members:
             for t in m.templates:
                 if ctx.template_cluster[t] in owned:
                     users.setdefault(t, set()).add(m.identity)
-        ranked = sorted(
-            (-len(ids), t)
-            for t, ids in users.items()
-            if len(ids) >= tv.member_share * len(ctx.template_identities[t])
-        )
+        ranked = sorted((-len(ids), t) for t, ids in users.items())
         hashes = (self._templates.simhash(t) for _, t in ranked)
-        return list(dict.fromkeys(h for h in hashes if h is not None))[: tv.max_per_cluster]
+        limit = self.settings.template_verdicts.max_per_cluster
+        return list(dict.fromkeys(h for h in hashes if h is not None))[:limit]
 
     def _template_verdicts(
         self, owners: Mapping[int, ClusterReport], now: float
     ) -> list[TemplateVerdict]:
-        """One verdict per band value of the owned SimHashes (see TemplateVerdict)."""
-        by_key: dict[str, list[int]] = {}
-        for h in owners:
-            for band, value in enumerate(simhash_bands(h)):
-                by_key.setdefault(band_key(band, value), []).append(h)
+        """One verdict per band value of the owned SimHashes (see TemplateVerdict).
+
+        Each SimHash carries the cluster that owns it; the highest-scoring
+        clusters' SimHashes are kept first when a cap (`max_total`,
+        `max_per_key`) is reached.
+        """
         s = self.settings
+        tv = s.template_verdicts
+        ranked = sorted(owners, key=lambda h: (-owners[h].score, owners[h].cluster, h))
+        by_key: dict[str, list[int]] = {}
+        for h in ranked[: tv.max_total]:
+            for band, value in enumerate(simhash_bands(h)):
+                kept = by_key.setdefault(band_key(band, value), [])
+                if len(kept) < tv.max_per_key:
+                    kept.append(h)
         out = []
         for key, hashes in sorted(by_key.items()):
-            top = max((owners[h] for h in hashes), key=lambda r: (r.score, r.cluster))
-            action: Action = s.template_verdicts.action
+            top = owners[hashes[0]]
+            action: Action = tv.action
             reasons = top.reasons
             if s.shadow and action != "watch":
                 action, reasons = "watch", (f"shadow:{action}", *reasons)
@@ -841,7 +844,7 @@ class Analyzer:
                     reasons,
                     now + s.verdict_ttl,
                     s.linking.near_duplicate_bits,
-                    tuple(sorted(hashes)),
+                    tuple((h, owners[h].cluster) for h in hashes),
                 )
             )
         return out
@@ -883,21 +886,30 @@ class Analyzer:
         t = self.settings.timing
         return m.cv is not None and m.gaps >= t.min_gaps and m.cv <= t.cv_regular
 
-    def _member_qualifies(
+    def _member_ceiling(
         self, m: _Summary, core: set[str], owned: set[str], ctx: _Context
-    ) -> bool:
-        """Whether a member has the requests and its own kinds of evidence for restrict or deny.
+    ) -> Action | None:
+        """The most a member's own evidence allows (None: watch at most).
 
-        Fewer than `member_min_requests` do when every one of them is on a template
-        cluster the cluster owns: a campaign's new account has nothing else to show.
+        `member_min_requests` requests and `member_min_kinds` kinds of its own allow
+        deny. With fewer requests, all on template clusters the cluster owns, the
+        member (a campaign's new account has nothing else to show) may be given
+        `template_verdicts.action` at most, and only with `member_min_kinds` kinds
+        of its own besides being on the cluster's templates: using a campaign's
+        template is never enough by itself.
         """
         s = self.settings
-        if len(m.events) < s.member_min_requests and not (
-            owned
-            and all(e.template and ctx.template_cluster[e.template] in owned for e in m.events)
-        ):
-            return False
-        return len({KINDS[n] for n in self._own_evidence(m, core, ctx)}) >= s.member_min_kinds
+        evidence = self._own_evidence(m, core, ctx)
+        if len(m.events) >= s.member_min_requests:
+            kinds = {KINDS[n] for n in evidence}
+            return "deny" if len(kinds) >= s.member_min_kinds else None
+        on_owned = bool(owned) and all(
+            e.template and ctx.template_cluster[e.template] in owned for e in m.events
+        )
+        kinds = {KINDS[n] for n in evidence if n != "template_concentration"}
+        if on_owned and len(kinds) >= s.member_min_kinds:
+            return s.template_verdicts.action
+        return None
 
     def _own_evidence(self, m: _Summary, core: set[str], ctx: _Context) -> list[str]:
         """The components a member shows by itself (the cluster-wide spread excepted)."""
@@ -999,6 +1011,10 @@ def _pivot(e: _Event, new_models: Mapping[str, float], window: float) -> tuple[i
                 return 1, 1
             eligible = 1
     return 0, eligible
+
+
+def _rank(action: Action) -> int:
+    return ACTIONS.index(action)
 
 
 def _action(score: float, s: AnalysisSettings) -> Action | None:

@@ -13,6 +13,7 @@ of the action applied, so their effect can be measured before it is enforced.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from authz.accounts import Kyc
@@ -66,26 +67,32 @@ def assess_risk(
             if verdict is None or said == Risk.NONE:
                 continue
             fired.append(_name(detector, shadow))
-            cluster = cluster or verdict.cluster
             risk = max(risk, said)
-            if detector not in shadow:
+            acts = detector not in shadow
+            if acts:
                 applied = max(applied, said)
+            # The account's own verdict names its cluster in any case; a template verdict
+            # only when it acts, so a shadowed or watching one ties no one to a campaign.
+            if detector == "verdict" or (acts and said >= Risk.RESTRICT):
+                cluster = cluster or verdict.cluster
             score = max(score, min(1.0, verdict.score))
     return Assessment(risk, round(score, 4), tuple(fired), applied, cluster)
 
 
 def near_template(views: Sequence[VerdictView], simhash: int) -> VerdictView | None:
-    """The strongest template verdict that owns a SimHash near `simhash`, if any.
+    """The template verdict on the owned SimHash nearest `simhash`, naming that hash's owner.
 
     The band keys only narrow the search (a shared 16-bit band); a verdict
-    applies when one of its SimHashes is within its `bits` of the request's.
+    applies when one of its SimHashes is within its `bits` of the request's,
+    and the cluster it names is the one that owns that SimHash.
     """
-    near = [
-        v
-        for v in views
-        if simhash and any((h ^ simhash).bit_count() <= v.bits for h in v.simhashes)
-    ]
-    return max(near, key=lambda v: (Risk.parse(v.action), v.score), default=None)
+    best: tuple[int, VerdictView, str] | None = None
+    for v in views:
+        for h, owner in v.simhashes:
+            distance = (h ^ simhash).bit_count()
+            if distance <= v.bits and (best is None or distance < best[0]):
+                best = (distance, v, owner)
+    return None if best is None else dataclasses.replace(best[1], cluster=best[2])
 
 
 def _name(detector: str, shadow: set[str]) -> str:

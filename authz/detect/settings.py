@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from authz.errors import ConfigError, format_validation_error
+from authz.metering.result import MAX_NEAR_BITS
 from authz.schema import StrictModel
 
 # The kinds of evidence; a restriction needs several of them (see `min_kinds`).
@@ -105,7 +106,7 @@ class Linking(StrictModel):
     near_duplicate_bits: int = Field(
         default=7,
         ge=0,
-        le=11,
+        le=MAX_NEAR_BITS,
         description="Template SimHashes at most this many bits apart are near-duplicates. "
         "Every such pair is found: one of the four 16-bit bands differs in at most a quarter "
         "of the bits, and that many bits are probed around each band (the cost of ingest "
@@ -219,17 +220,17 @@ class Thresholds(StrictModel):
 
 
 class TemplateVerdicts(StrictModel):
-    """Verdicts on the templates a restricted cluster owns, applied to every request on them.
+    """Verdicts on the templates a restricted cluster owns, applied to every request near them.
 
     A campaign keeps opening accounts; a verdict on an account can only follow
-    its first analysed requests, while one on the campaign's template restricts
+    its first analysed requests, while one on the campaign's templates restricts
     the new account from its first request. A cluster owns a template cluster
     (near-duplicates joined) of its core when enough of the members its score
-    restricts use it and nearly everyone who used it within the window is a
-    member, so the people on a popular prompt frame never inherit a campaign's
-    restriction. Each exact template of an owned template cluster that members
-    (nearly) alone use gets a verdict, and a member whose every request is on
-    owned template clusters needs no `member_min_requests`.
+    restricts use it and no one else (at most `max_outsiders`) used it within
+    the window, so the people on a popular prompt frame never inherit a
+    campaign's restriction. The SimHashes of an owned template cluster get
+    verdicts, and a member whose every request is on owned template clusters
+    may be restricted (never denied) with fewer than `member_min_requests`.
     """
 
     enabled: bool = Field(default=True, description="Write verdicts on templates.")
@@ -243,17 +244,28 @@ class TemplateVerdicts(StrictModel):
         description="Identities among the members the cluster's score restricts (before "
         "each member's own checks) that used the template cluster within the window.",
     )
-    member_share: float = Field(
-        default=0.9,
-        gt=0,
-        le=1,
-        description="Share of all identities that used the template cluster (and, for a "
-        "verdict, the exact template) within the window that must be members.",
+    max_outsiders: int = Field(
+        default=0,
+        ge=0,
+        description="Identities outside the cluster that may have used an owned template "
+        "cluster within the window.",
     )
     max_per_cluster: int = Field(
         default=1000,
         ge=1,
-        description="Template verdicts per cluster at most (the most used templates first).",
+        description="Owned SimHashes per cluster at most (those most members used first).",
+    )
+    max_total: int = Field(
+        default=20000,
+        ge=1,
+        description="Owned SimHashes at most over all clusters (those of the highest-scoring "
+        "clusters first): bounds the keys written per analysis.",
+    )
+    max_per_key: int = Field(
+        default=64,
+        ge=1,
+        description="SimHashes kept under one band value (those of the highest-scoring "
+        "clusters first): bounds what one request reads.",
     )
 
 

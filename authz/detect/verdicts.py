@@ -66,18 +66,18 @@ class TemplateVerdict:
 
     key: str
     action: Action
-    cluster: str  # of the highest-scoring cluster owning a SimHash of the band value
-    score: float  # that cluster's score
+    cluster: str  # the highest-scoring cluster owning a SimHash of the band value
+    score: float  # its score
     reasons: tuple[str, ...]
     until: float
     bits: int
-    simhashes: tuple[int, ...]
+    simhashes: tuple[tuple[int, str], ...]  # each owned SimHash with the cluster owning it
 
     def fields(self) -> dict[str, str]:
-        """The Redis hash fields of this verdict."""
+        """The Redis hash fields of this verdict (`simhashes`: `<hex>:<cluster>,...`)."""
         return _fields(self) | {
             "bits": str(self.bits),
-            "simhashes": ",".join(f"{h:016x}" for h in self.simhashes),
+            "simhashes": ",".join(f"{h:016x}:{c}" for h, c in self.simhashes),
         }
 
     def view(self) -> VerdictView:

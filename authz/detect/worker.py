@@ -308,6 +308,7 @@ class AnalysisWorker:
             self.stats.verdicts.update(v.action for v in fresh)
             self.stats.template_verdicts.update(v.action for v in templates)
         self.stats.stale += len(verdicts) - len(fresh)
+        self.stats.stale += len(self.analyzer.template_verdicts) - len(templates)
         if self.events is not None:
             reported = await self.events.after_analysis(latest, self.analyzer.clusters, verdicts)
             self.stats.events += len(reported)

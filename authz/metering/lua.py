@@ -160,8 +160,11 @@ if ARGV[tbase] == '1' then
 end
 for _ = 1, tonumber(ARGV[tbase + 2]) do
   key_at = key_at + 1
-  local v = redis.call('HMGET', KEYS[key_at], 'action', 'cluster', 'score', 'until', 'bits',
+  -- pcall: a verdict key of another type reads as no verdict instead of failing the
+  -- script after the counters were charged.
+  local v = redis.pcall('HMGET', KEYS[key_at], 'action', 'cluster', 'score', 'until', 'bits',
     'simhashes')
+  if v.err then v = {} end
   for j = 1, 6 do reply[#reply + 1] = v[j] or '' end
 end
 return reply

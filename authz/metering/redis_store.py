@@ -20,6 +20,7 @@ from authz.metering import lua
 from authz.metering.plan import Plan, Sightings, SlotGroup
 from authz.metering.result import (
     ALLOWED,
+    MAX_NEAR_BITS,
     MeterResult,
     Sighted,
     Timing,
@@ -134,7 +135,7 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
         timing = Timing(_int(gaps), float(text(mean)), float(text(m2)), int(float(text(hours))))
     read: list[VerdictView | None] = []
     for _ in range(int(group.verdict) + len(group.template_verdicts)):
-        read.append(read_verdict([text(x) for x in reply[pos : pos + 6]], now_ms))
+        read.append(read_verdict(reply[pos : pos + 6], now_ms))
         pos += 6
     verdict = read.pop(0) if group.verdict else None
     return _Reply(
@@ -149,23 +150,28 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
     )
 
 
-def read_verdict(fields: Sequence[str], now_ms: int) -> VerdictView | None:
+def read_verdict(fields: Sequence[object], now_ms: int) -> VerdictView | None:
     """A stored verdict still in force at `now_ms` (by the injected clock), else None.
 
-    `fields`: action, cluster, score, until, bits, simhashes ('' where absent).
+    `fields` as the script returns them: action, cluster, score, until, bits,
+    simhashes (`<hex>:<cluster>,...`), '' where absent. Anything unreadable
+    (not text, not numbers, a distance beyond MAX_NEAR_BITS) reads as no verdict.
     """
-    action, cluster, score, until, bits, simhashes = fields
     try:
+        action, cluster, score, until, bits, simhashes = (text(x) for x in fields)
+        pairs = [p.split(":", 1) for p in simhashes.split(",") if p]
         view = VerdictView(
             action,
             cluster,
             float(score or 0),
             float(until),
             int(bits or 0),
-            tuple(int(h, 16) for h in simhashes.split(",") if h),
+            tuple((int(h, 16), owner) for h, owner in pairs),
         )
-    except ValueError:
+    except (ValueError, TypeError, UnicodeDecodeError):
         return None  # absent ('') or unreadable
+    if not 0 <= view.bits <= MAX_NEAR_BITS or any(h < 0 for h, _ in view.simhashes):
+        return None
     return view if action and view.until * 1000 > now_ms else None
 
 
@@ -195,15 +201,23 @@ class RedisRateStore:
         if not self.cluster:
             replies = [await self._call(plan, plan.whole(), now_ms)]
         else:
+            groups = plan.groups()
             outcomes = await asyncio.gather(
-                *(self._call(plan, g, now_ms) for g in plan.groups()), return_exceptions=True
+                *(self._call(plan, g, now_ms) for g in groups), return_exceptions=True
             )
             replies = []
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
+            for group, outcome in zip(groups, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    replies.append(outcome)
+                elif _only_template_verdicts(group):
+                    # A slot that only held template verdicts: the check goes on without
+                    # them rather than fail because one more node is away.
+                    log.warning(
+                        "rate store: template verdicts unread", extra={"error": repr(outcome)}
+                    )
+                else:
                     # Slots that did answer keep their charge: over-counting, never under.
                     raise outcome
-                replies.append(outcome)
         allowed = all(r.allowed for r in replies)
         if not allowed:
             await self._give_back(plan, [r for r in replies if r.allowed])
@@ -234,6 +248,8 @@ class RedisRateStore:
         """Undo the charges of slots that allowed a request another slot refused."""
         calls = []
         for r in charged:
+            if not r.group.counters and not r.group.volumes:
+                continue  # nothing was charged there
             keys = [plan.counters[i].key for i in r.group.counters]
             keys += [plan.volumes[i].key for i in r.group.volumes]
             argv = [str(len(r.group.counters)), str(len(r.group.volumes))]
@@ -249,6 +265,13 @@ class RedisRateStore:
     async def aclose(self) -> None:
         """Close the client's connections."""
         await self.client.aclose()
+
+
+def _only_template_verdicts(group: SlotGroup) -> bool:
+    """Whether a slot's call only reads template verdicts (charges and counts nothing)."""
+    return not (
+        group.counters or group.volumes or group.observations or group.timing or group.verdict
+    )
 
 
 def _sighted(plan: Plan, replies: list[_Reply]) -> Sighted | None:

@@ -84,6 +84,11 @@ class Timing(NamedTuple):
         return self.hours.bit_count()
 
 
+# The widest near-duplicate distance a template verdict may carry (a stored wider one,
+# which would match nearly anything, is ignored).
+MAX_NEAR_BITS = 11
+
+
 @dataclass(frozen=True, slots=True)
 class VerdictView:
     """The off-path analysis' verdict on an account or a template, as read with the counters."""
@@ -93,7 +98,8 @@ class VerdictView:
     score: float
     until: float  # epoch seconds
     bits: int = 0  # template verdicts: SimHashes this many bits apart are near-duplicates
-    simhashes: tuple[int, ...] = ()  # template verdicts: the owned SimHashes of this band value
+    # template verdicts: the owned SimHashes of this band value, each with its cluster
+    simhashes: tuple[tuple[int, str], ...] = ()
 
 
 class Sighted(NamedTuple):

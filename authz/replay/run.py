@@ -190,7 +190,7 @@ class OffPath:
             from authz.detect.verdicts import RedisVerdictSink
 
             await RedisVerdictSink(self.app.redis).put(written, now=at)
-        self.verdicts_written += len(written)
+        self.verdicts_written += len(verdicts)  # on accounts; the template ones are by band
 
 
 class AuditFile:
