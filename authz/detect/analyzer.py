@@ -725,9 +725,8 @@ class Analyzer:
             kinds,
             _action(score, s) or "none",
         )
-        actions = {
-            m.account: _action(score * s.kyc_multipliers.get(m.kyc, 1.0), s) for m in members
-        }
+        member_scores = {m.account: score * s.kyc_multipliers.get(m.kyc, 1.0) for m in members}
+        actions = {a: _action(v, s) for a, v in member_scores.items()}
         by_score = (
             {a for a, action in actions.items() if action in ("restrict", "deny")}
             if kinds >= s.min_kinds
@@ -736,7 +735,7 @@ class Analyzer:
         owned = self._owned(members, core, by_score, ctx)
         verdicts: list[Verdict] = []
         for m in members:
-            member_score = score * s.kyc_multipliers.get(m.kyc, 1.0)
+            member_score = member_scores[m.account]
             action = actions[m.account]
             if action is None:
                 continue
