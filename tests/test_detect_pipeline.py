@@ -16,6 +16,7 @@ from authz.audit.record import build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
 from authz.detect.keys import template_verdict_keys, verdict_key
+from authz.detect.risk import near_template
 from authz.detect.rules import Risk
 from authz.metering import MemoryRateStore
 from authz.metering.result import VerdictView
@@ -304,3 +305,18 @@ def test_a_campaign_through_envoy_and_redis_is_restricted_upstream_only(
         assert ours == [governance.DECISION_ID]
         assert json.loads(answer.body)["served"]["reasoning_exposure"] in {"full", "summary"}
     assert json.loads(answers[-1].body)["served"]["reasoning_exposure"] == "summary"
+
+
+def test_near_template_matches_within_the_distance_and_names_the_nearest_owner() -> None:
+    """A template verdict applies to a SimHash within its `bits` (5 of 7 here), not beyond
+    (8 bits), and when several owned SimHashes are near, it names the nearest one's owner."""
+    h = 0x9F3A_5C7E_1234_5678
+    five, two, eight = h ^ 0b11111 << 20, h ^ 0b11 << 40, h ^ 0xFF << 8
+    both = VerdictView("restrict", "c1", 0.9, T0 + 60, 7, ((five, "c1"), (two, "c2")))
+    near = near_template([both], h)
+    assert near is not None and near.cluster == "c2" and near.action == "restrict"
+    alone = near_template([VerdictView("restrict", "c1", 0.9, T0 + 60, 7, ((five, "c1"),))], h)
+    assert alone is not None and alone.cluster == "c1"
+    assert (
+        near_template([VerdictView("restrict", "c3", 0.9, T0 + 60, 7, ((eight, "c3"),))], h) is None
+    )
