@@ -16,6 +16,7 @@ from authz.audit import queries
 from authz.audit.backfill import backfill
 from authz.audit.client import redis_client
 from authz.audit.gen_audit import Generator
+from authz.audit.group import Retry
 from authz.audit.record import to_json
 from authz.audit.roller import Roller
 from authz.audit.rollup_batch import chunked
@@ -27,6 +28,7 @@ from authz.cli import main
 from authz.clock import ManualClock
 from authz.gen.distill_guard.audit.v1.audit_pb2 import AuditRecord
 from tests.audit_support import KNOWN_RECORDS, NOW, load_known, xadd, xadd_lines
+from tests.redis_server import free_port
 
 DAY = 86400
 
@@ -395,3 +397,33 @@ def test_generate_to_redis_feeds_the_consumer(
         for d in (20, 21, 22, 23, 24, 25, 26)
     ]
     assert sum(int(t.get("req", 0)) for t in totals) == 500
+
+
+def test_retry_waits_double_up_to_the_cap_and_a_drain_gives_up() -> None:
+    """While Redis is away the wait doubles from 0.1 s to 5 s; a service keeps waiting 5 s,
+    a drain gives up once the wait has reached the cap; a success starts again at 0.1 s."""
+    service = Retry()
+    assert [service.failed(drain=False) for _ in range(8)] == [
+        0.1,
+        0.2,
+        0.4,
+        0.8,
+        1.6,
+        3.2,
+        5.0,
+        5.0,
+    ]
+    drain = Retry()
+    waits = []
+    while (wait := drain.failed(drain=True)) is not None:
+        waits.append(wait)
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
+    drain.succeeded()
+    assert drain.failed(drain=True) == 0.1
+
+
+def test_a_drain_against_no_redis_raises_after_its_retries() -> None:
+    """`run(drain=True)` with nothing listening retries, then raises the connection error."""
+    client = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    with pytest.raises(redis.ConnectionError):
+        consumer(client, "c-away").run(drain=True)

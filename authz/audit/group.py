@@ -22,6 +22,31 @@ Steps = Generator[Call, Any, list[Entry]]
 T = TypeVar("T")
 
 
+class Retry:
+    """The wait between attempts while Redis is away: 0.1 s, doubling up to 5 s.
+
+    A long-running consumer waits as long as it takes; a one-off drain gives up
+    once the wait has reached its cap (after about 10 s of failures).
+    """
+
+    FIRST = 0.1
+    CAP = 5.0
+
+    def __init__(self) -> None:
+        self.delay = self.FIRST
+
+    def failed(self, *, drain: bool) -> float | None:
+        """The wait before the next attempt; None when a drain should give up."""
+        if drain and self.delay >= self.CAP:
+            return None
+        delay, self.delay = self.delay, min(self.delay * 2, self.CAP)
+        return delay
+
+    def succeeded(self) -> None:
+        """Start again from the shortest wait."""
+        self.delay = self.FIRST
+
+
 class GroupReader:
     """The read position of one consumer of `group` on `stream` (no I/O of its own)."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from authz.audit.client import Client
-from authz.audit.group import Entry, GroupReader, run
+from authz.audit.group import Entry, GroupReader, Retry, run
 from authz.audit.record import parse_fields
 from authz.audit.roller import Roller, RollupStats
 from authz.audit.rollup_keys import Retention
@@ -132,7 +132,7 @@ class RollupConsumer:
         stop = stop or threading.Event()
         total = RollupStats()
         started = time.monotonic()
-        backoff = 0.1
+        retry = Retry()
         grouped = False
         while not stop.is_set():
             try:
@@ -141,16 +141,14 @@ class RollupConsumer:
                     grouped = True
                 fetched, stats = self.step(None if drain else block)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if drain and backoff >= 5.0:
-                    raise  # a one-off drain gives up after ~10 s of failures; a service waits
-                log.warning("audit rollup: redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                self._reader.backlog = (
-                    True  # what we read but did not apply is still pending for us
-                )
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = retry.failed(drain=drain)
+                if delay is None:
+                    raise
+                log.warning("audit rollup: redis unavailable (%s); retrying in %.1fs", exc, delay)
+                self._reader.backlog = True  # what we read but did not apply is still ours
+                stop.wait(delay)
                 continue
-            backoff = 0.1
+            retry.succeeded()
             total.add(stats)
             if drain and fetched == 0:
                 total.add_scripts(self.roller.recover())

@@ -50,7 +50,7 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 from redis.typing import EncodableT, FieldT
 
-from authz.audit.group import Entry, GroupReader, run_async
+from authz.audit.group import Entry, GroupReader, Retry, run_async
 from authz.audit.record import is_event, parse_fields
 from authz.audit.stream import RECORD_FIELD, STREAM
 from authz.detect.analyzer import Analyzer, Observation, RecordError, parse_record
@@ -365,7 +365,7 @@ class AnalysisWorker:
         """Work until `stop` is set; with `drain`, until the stream is empty, then analyse once."""
         stop = stop or asyncio.Event()
         started = time.monotonic()
-        backoff = 0.1
+        retry = Retry()
         grouped = False
         while not stop.is_set():
             try:
@@ -377,14 +377,14 @@ class AnalysisWorker:
                     await self.analyze(force=True)
                     break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if drain and backoff >= 5.0:
-                    raise  # a one-off drain gives up after ~10 s of failures; a service waits
-                log.warning("analysis: redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                delay = retry.failed(drain=drain)
+                if delay is None:
+                    raise
+                log.warning("analysis: redis unavailable (%s); retrying in %.1fs", exc, delay)
                 self._reader.backlog = True  # what we read but did not acknowledge is still ours
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), delay)
                 continue
-            backoff = 0.1
+            retry.succeeded()
         self.stats.seconds = time.monotonic() - started
         return self.stats
