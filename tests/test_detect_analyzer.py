@@ -179,6 +179,14 @@ def run(
     return analyzer, analyzer.analyze(now)
 
 
+def network_users(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many accounts used each network."""
+    users: dict[str, set[str]] = {}
+    for r in records:
+        users.setdefault(r["client_network"], set()).add(r["account"])
+    return {n: len(a) for n, a in users.items()}
+
+
 def by_action(verdicts: list[Verdict]) -> Counter[str]:
     """How many verdicts of each action."""
     return Counter(v.action for v in verdicts)
@@ -334,10 +342,74 @@ def test_template_verdicts_follow_shadow_and_can_be_switched_off() -> None:
     assert verdicts and analyzer.template_verdicts == []
 
 
+def test_a_campaign_owns_the_networks_of_its_proxies() -> None:
+    """Every /24 of the campaign's proxy pool that three of its restricted members used,
+    and no one else, gets a verdict naming the cluster; a /24 an outsider also used
+    within the window gets none."""
+    records = campaign(START)
+    pool = sorted(n for n, users in network_users(records).items() if users >= 3)
+    shared = pool[0]
+    records.append(record("neighbour", START + 3600, network=shared, asn=64999))
+    analyzer, verdicts = run(records, START + DAY)
+    (cluster,) = [c for c in analyzer.clusters if c.accounts == 30]
+    owned = {v.network: v for v in analyzer.network_verdicts}
+    assert len(pool) > 50 and set(owned) == set(pool) - {shared}
+    assert {(v.action, v.cluster, v.until) for v in owned.values()} == {
+        ("restrict", cluster.cluster, START + DAY + AnalysisSettings().verdict_ttl)
+    }
+    assert owned[pool[1]].key == "dg:v:{n:" + pool[1] + "}"
+    assert "neighbour" not in {v.account for v in verdicts}
+
+
+def test_network_verdicts_are_capped_follow_shadow_and_can_be_switched_off() -> None:
+    """`max_per_cluster` keeps the networks most members used; shadow writes `watch`."""
+    records = campaign(START)
+    members_on = network_users(records)
+    capped = AnalysisSettings.model_validate({"network_verdicts": {"max_per_cluster": 5}})
+    analyzer, _ = run(records, START + DAY, capped)
+    kept = [v.network for v in analyzer.network_verdicts]
+    assert len(kept) == 5
+    assert min(members_on[n] for n in kept) >= max(
+        members_on[n] for n in members_on if n not in kept
+    )
+    shadow, _ = run(records, START + DAY, AnalysisSettings(shadow=True))
+    assert shadow.network_verdicts
+    assert {(v.action, v.reasons[0]) for v in shadow.network_verdicts} == {
+        ("watch", "shadow:restrict")
+    }
+    off = AnalysisSettings.model_validate({"network_verdicts": {"enabled": False}})
+    analyzer, verdicts = run(records, START + DAY, off)
+    assert verdicts and analyzer.network_verdicts == []
+
+
+def test_network_churn_shows_rotating_proxies_from_the_third_request() -> None:
+    """Accounts with three requests each, every one through another network of the pool:
+    the median count of networks (3) is below `proxy_pool`'s ramp, but every request
+    after the first brought a new network, so `network_churn` fires. The same accounts
+    each on one home network show no churn."""
+    records = campaign(START, per_day=3)
+    for r in records:  # three distinct networks per account
+        k = int(r["account"][4:]) * 3 + sum(
+            1 for x in records if x["account"] == r["account"] and x["time"] < r["time"]
+        )
+        r["client_network"], r["asn"] = f"10.{k // 256}.{k % 256}.0/24", 65000 + k
+    analyzer, _ = run(records, START + DAY)
+    (rotating,) = analyzer.clusters
+    assert rotating.values["network_churn"] == 1.0 and rotating.values["proxy_pool"] == 3.0
+    assert "network_churn" in rotating.reasons and "proxy_pool" not in rotating.reasons
+    for r in records:
+        n = int(r["account"][4:])
+        r["client_network"], r["asn"] = f"10.9.{n}.0/24", 65000 + n
+    analyzer, _ = run(records, START + DAY)
+    (home,) = analyzer.clusters
+    assert home.values["network_churn"] == 0.0 and "network_churn" not in home.reasons
+
+
 def test_enterprise_ci_job_gets_nothing() -> None:
     """One verified entity's templated, clockwork CI traffic from one network: no verdict."""
     analyzer, verdicts = run(ci_job(START), START + DAY)
     assert verdicts == [] and analyzer.template_verdicts == []
+    assert analyzer.network_verdicts == []
     assert all(c.identities == 1 for c in analyzer.clusters)
 
 

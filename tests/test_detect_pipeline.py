@@ -15,7 +15,7 @@ from authz import governance
 from authz.audit.record import build_record, to_dict
 from authz.clock import ManualClock
 from authz.decision import Decision
-from authz.detect.keys import template_verdict_keys, verdict_key
+from authz.detect.keys import network_verdict_key, template_verdict_keys, verdict_key
 from authz.detect.risk import near_template
 from authz.detect.rules import Risk
 from authz.metering import MemoryRateStore
@@ -78,9 +78,17 @@ def _pipeline(
     return pipeline, sink, clock
 
 
-def _send(pipeline: Pipeline, clock: ManualClock, key: str, n: int, **kw: Any) -> Decision:
+def _send(
+    pipeline: Pipeline,
+    clock: ManualClock,
+    key: str,
+    n: int,
+    source: str = "79.192.3.4",
+    **kw: Any,
+) -> Decision:
     clock.advance(5)
-    return asyncio.run(pipeline.check(facts({"x-api-key": key}, body=_body(n, **kw))))
+    request = facts({"x-api-key": key}, body=_body(n, **kw), source=source)
+    return asyncio.run(pipeline.check(request))
 
 
 def _campaign(pipeline: Pipeline, clock: ManualClock) -> list[Decision]:
@@ -200,6 +208,42 @@ def test_a_template_verdict_restricts_any_account_from_its_first_request() -> No
     assert "shadow:template_verdict" in d.assessment.fired
     assert d.assessment.applied < Risk.RESTRICT  # four accounts on it by now: watched at most
     assert d.assessment.cluster == ""  # a shadowed template verdict ties no one to a campaign
+
+
+def test_a_network_verdict_restricts_reasoning_requests_from_it() -> None:
+    """A verdict on the request's /24 (a campaign's proxy network): a fresh account's first
+    request from it that asks for reasoning is restricted with the owner's cluster named,
+    never denied even if the store says deny; an ordinary prompt from the same /24 and
+    requests from the next /24 are untouched; in shadow it only records."""
+    rates = MemoryRateStore()
+    pipeline, sink, clock = _pipeline(rates=rates)
+    first = _send(pipeline, clock, ORBIT[0], 1, source="79.192.3.4", thinking=False, prompt=NEUTRAL)
+    assert first.assessment is not None and first.assessment.risk is Risk.NONE
+    network = to_dict(build_record(*sink.records[-1], trace_id=""))["client_network"]
+    assert network == "79.192.3.0/24"
+    rates.put_verdict(network_verdict_key(network), VerdictView("deny", "c5", 0.9, T0 + 3600))
+
+    fresh = _send(pipeline, clock, ORBIT[1], 2, source="79.192.3.77")
+    up = dict(fresh.upstream_headers)
+    assert fresh.allowed and fresh.assessment is not None
+    assert fresh.assessment.applied is Risk.RESTRICT and "network_verdict" in fresh.assessment.fired
+    assert up[governance.RISK] == "restrict" and up[governance.CLUSTER] == "c5"
+    assert up[governance.WATERMARK] == "cluster-c5" and up[governance.REASONING] == "summary"
+    plain = _send(
+        pipeline, clock, ORBIT[2], 3, source="79.192.3.78", thinking=False, prompt=NEUTRAL
+    )
+    assert plain.assessment is not None and plain.assessment.risk is Risk.NONE
+    nextdoor = _send(pipeline, clock, ORBIT[3], 4, source="79.192.4.9")
+    assert nextdoor.assessment is not None
+    assert "network_verdict" not in nextdoor.assessment.fired
+    assert nextdoor.assessment.applied < Risk.RESTRICT
+
+    shadowed, _, sclock = _pipeline(_rules(shadow_detectors=["network_verdict"]), rates=rates)
+    sclock.set(clock.now())
+    d = _send(shadowed, sclock, ORBIT[4], 5, source="79.192.3.5")
+    assert d.assessment is not None and d.assessment.risk is Risk.RESTRICT
+    assert "shadow:network_verdict" in d.assessment.fired
+    assert d.assessment.applied < Risk.RESTRICT and d.assessment.cluster == ""
 
 
 def test_unverified_accounts_are_restricted_sooner() -> None:

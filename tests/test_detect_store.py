@@ -15,12 +15,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz.detect.keys import (
     band_key,
+    network_verdict_key,
     sightings,
     template_verdict_keys,
     timing_key,
     verdict_key,
 )
-from authz.detect.verdicts import RedisVerdictSink, TemplateVerdict, Verdict
+from authz.detect.verdicts import NetworkVerdict, RedisVerdictSink, TemplateVerdict, Verdict
 from authz.metering.connect import open_rate_store, rate_client
 from authz.metering.memory import MemoryRateStore
 from authz.metering.plan import Plan, SlotGroup
@@ -41,12 +42,17 @@ SIMHASH = {
 }
 
 
+def _network(account: str) -> str:
+    """Accounts acct0..acct5 call from three networks, two accounts each; others from 73.1.2."""
+    return f"73.1.{int(account[4:]) % 3 if account[4:].isdigit() else 2}.0/24"
+
+
 def _plan(account: str, template: str, now: float, *, counters: bool = True) -> Plan:
     base = plan_for(_LIMITS, account, "ent", tokens=0) if counters else Plan(counters=())
     s = sightings(
         account=account,
         template=template,
-        network="73.1.2.0/24",
+        network=_network(account),
         asn=7922,
         client="c1",
         now=now,
@@ -79,15 +85,17 @@ def _answers(results: list[MeterResult]) -> list[tuple[object, ...]]:
                 (t.gaps, t.mean_ms, t.m2, t.hours),
                 s.verdict,
                 s.template_verdicts,
+                s.network_verdict,
             )
         )
     return out
 
 
-# An account verdict and a template verdict (on tpl1's third band), lapsing halfway
-# through a sequence.
+# An account verdict, a network verdict (acct1's and acct4's network) and a template
+# verdict (on tpl1's third band), lapsing at different points of a sequence.
 _SEEDED = (
     Verdict("acct2", "deny", "c-a", 0.91, ("proxy_pool",), T0 + 20_000),
+    NetworkVerdict("73.1.1.0/24", "restrict", "c-n", 0.7, ("network_churn",), T0 + 25_000),
     TemplateVerdict(
         band_key(2, 0x2222),
         "restrict",
@@ -151,10 +159,13 @@ def test_timing_follows_welford() -> None:
 
 
 def test_verdicts_are_read_until_they_expire() -> None:
-    """An account's verdict reaches its own requests only; a template verdict reaches every
-    request whose SimHash shares its band value (the detect phase then checks the bits)."""
+    """An account's verdict reaches its own requests only, a network's every request from
+    it; a template verdict reaches every request whose SimHash shares its band value (the
+    detect phase then checks the bits)."""
     store = MemoryRateStore()
     store.put_verdict(verdict_key("a"), VerdictView("restrict", "c-9", 0.9, T0 + 100))
+    owned = VerdictView("restrict", "c-8", 0.7, T0 + 50)
+    store.put_verdict(network_verdict_key(_network("acct1")), owned)
     near = VerdictView("restrict", "c-9", 0.9, T0 + 50, 7, ((SIMHASH["t"] ^ 1, "c-9"),))
     store.put_verdict(template_verdict_keys(SIMHASH["t"])[3], near)
 
@@ -171,6 +182,11 @@ def test_verdicts_are_read_until_they_expire() -> None:
         assert after.sighted.template_verdicts == ()
         elsewhere = await store.hit(_plan("b", "u", T0 + 10), T0 + 10)
         assert elsewhere.sighted and elsewhere.sighted.template_verdicts == ()
+        assert elsewhere.sighted.network_verdict is None
+        proxied = await store.hit(_plan("acct4", "u", T0 + 10), T0 + 10)
+        lapsed = await store.hit(_plan("acct4", "u", T0 + 50), T0 + 50)
+        assert proxied.sighted and proxied.sighted.network_verdict == owned
+        assert lapsed.sighted and lapsed.sighted.network_verdict is None
 
     asyncio.run(run())
 
@@ -189,9 +205,17 @@ def test_redis_answers_like_memory(redis_url: str) -> None:
             await client.aclose()
         memory_results = await _replay(MemoryRateStore(), seq)
         assert _answers(redis_results) == _answers(memory_results)
-        # Both verdicts were read while in force, and lapsed by the injected clock.
-        read = [(a[3] is not None, a[4] != ()) for a in _answers(memory_results)]
+        # Each kind of verdict was read while in force, and lapsed by the injected clock.
+        answers = _answers(memory_results)
+        read = [(a[3] is not None, a[4] != ()) for a in answers]
         assert {(True, False), (False, True), (False, False)} <= set(read)
+        on_network = [(a[5] is not None, t) for a, (acct, _, t) in zip(answers, seq, strict=True)]
+        assert {n for n, t in on_network if t < T0 + 25_000 and n} == {True}
+        assert not [n for n, t in on_network if t >= T0 + 25_000 and n]
+        assert {acct for a, (acct, _, t) in zip(answers, seq, strict=True) if a[5] is not None} == {
+            "acct1",
+            "acct4",
+        }
         assert timing_key("acct0") in keys
         assert any(k.startswith("dg:d:{t:tpl0}:h:") for k in keys)
 
@@ -224,6 +248,10 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
                     "simhashes": f"{SIMHASH['t']:016x}:c-2,0000000000005678:c-3",
                 },
             )
+            await client.hset(
+                network_verdict_key(_network("a")),
+                mapping={"action": "restrict", "cluster": "c-4", "score": "0.6", "until": T0 + 60},
+            )
             store = RedisRateStore(client)
             calls = 0
             real = store._hit
@@ -241,6 +269,7 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
             await client.aclose()
         assert calls == 3  # one script call per check, counters and sightings together
         assert hit.sighted and hit.sighted.verdict == VerdictView("restrict", "c-1", 0.8, T0 + 60)
+        assert hit.sighted.network_verdict == VerdictView("restrict", "c-4", 0.6, T0 + 60)
         assert hit.sighted.template_verdicts == (
             VerdictView(
                 "restrict", "c-2", 0.7, T0 + 30, 7, ((SIMHASH["t"], "c-2"), (0x5678, "c-3"))
@@ -256,7 +285,8 @@ def test_redis_reads_a_verdict_in_the_same_call(redis_url: str) -> None:
 @pytest.mark.redis
 def test_unreadable_template_verdicts_are_ignored(redis_url: str) -> None:
     """Garbage under a band key (bytes that are not text, no hex, a distance beyond the
-    limit, a key of another type) reads as no verdict: the check is answered and charged."""
+    limit, a key of another type) or a network key reads as no verdict: the check is
+    answered and charged."""
     keys = template_verdict_keys(SIMHASH["t"])
     good = {"action": "restrict", "cluster": "c-1", "score": "0.8", "until": T0 + 60}
 
@@ -268,13 +298,14 @@ def test_unreadable_template_verdicts_are_ignored(redis_url: str) -> None:
             await client.hset(keys[1], mapping=good | {"bits": 7, "simhashes": "zz:c-1"})
             await client.hset(keys[2], mapping=good | {"bits": 64, "simhashes": "0:c-1"})
             await client.set(keys[3], "not a hash")
+            await client.set(network_verdict_key(_network("a")), "not a hash")
             store = RedisRateStore(client)
             first = await store.hit(_plan("a", "t", T0), T0)
             second = await store.hit(_plan("a", "t", T0 + 1), T0 + 1)
         finally:
             await client.aclose()
         assert first.allowed and first.sighted is not None
-        assert first.sighted.template_verdicts == ()
+        assert first.sighted.template_verdicts == () and first.sighted.network_verdict is None
         assert [lim.remaining for lim in second.limits] == [
             lim.remaining - 1 for lim in first.limits
         ]

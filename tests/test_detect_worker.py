@@ -156,10 +156,14 @@ def test_drain_writes_verdicts_for_the_campaign_only(redis_url: str) -> None:
 
     keys, left, stats = run_with(redis_url, body)
     accounts = {f"dg:v:{{a:camp{i:03d}}}" for i in range(30)}
-    # ... and the campaign's three templates, which restrict whoever sends them next.
+    # ... and the campaign's three templates and the networks of its proxies, which
+    # restrict whoever sends them or calls from them next.
     templates = {k for v in VARIANTS for k in template_verdict_keys(v)}
-    assert keys == accounts | templates
-    assert set(stats.template_verdicts) == {"restrict"}
+    proxies = {k for k in keys if k.startswith("dg:v:{n:")}
+    campaign_networks = {r["client_network"] for r in records if r["account"].startswith("camp")}
+    assert keys == accounts | templates | proxies
+    assert len(proxies) > 50 and {k[8:-1] for k in proxies} <= campaign_networks
+    assert set(stats.template_verdicts) == set(stats.network_verdicts) == {"restrict"}
     assert left == 0
     assert stats.entries == len(records) and stats.bad == {}
     assert stats.analyses >= 1 and set(stats.verdicts) <= {"restrict", "deny"}

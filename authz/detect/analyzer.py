@@ -34,14 +34,14 @@ import itertools
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from authz.audit.window import epoch_of
 from authz.detect.keys import band_key, simhash_bands
-from authz.detect.settings import KINDS, AnalysisSettings
-from authz.detect.verdicts import ACTIONS, Action, TemplateVerdict, Verdict
+from authz.detect.settings import KINDS, AnalysisSettings, OwnedVerdicts
+from authz.detect.verdicts import ACTIONS, Action, NetworkVerdict, TemplateVerdict, Verdict
 
 _HOUR = 3600.0
 _DAY = 86400.0
@@ -366,6 +366,7 @@ class _Summary:
     places: int
     client: str  # the account's most used client fingerprint
     pairs: set[tuple[str, str]]  # (client, network)
+    networks: set[str]  # the /24s (or /48s) it called from
     gaps: int
     cv: float | None
     median_gap: float
@@ -381,6 +382,7 @@ class _Context:
     template_cluster: Mapping[str, str]  # template id -> template cluster
     shared: set[str]  # template clusters several identities use
     cluster_identities: Mapping[str, set[str]]  # template cluster -> identities that used it
+    network_identities: Mapping[str, set[str]]  # network -> identities that used it
     cohorts: Mapping[str, int]  # account -> sign-up cohort number
     new_after: float  # accounts opened after this are new
     new_models: Mapping[str, float]  # model -> first appearance, for models released lately
@@ -418,6 +420,7 @@ class Analyzer:
         self._held: dict[str, tuple[float, Action]] = {}
         self.clusters: list[ClusterReport] = []
         self.template_verdicts: list[TemplateVerdict] = []  # of the last analysis
+        self.network_verdicts: list[NetworkVerdict] = []  # of the last analysis
 
     def __len__(self) -> int:
         return sum(len(a.events) for a in self._accounts.values())
@@ -480,11 +483,16 @@ class Analyzer:
         template_cluster = self._template_clusters(summaries)
         shared, users = self._shared_template_clusters(summaries, template_cluster)
         cohorts = self._cohorts(summaries, now)
+        network_users: dict[str, set[str]] = {}
+        for summary in summaries.values():
+            for network in summary.networks:
+                network_users.setdefault(network, set()).add(summary.identity)
         ctx = _Context(
             now,
             template_cluster,
             shared,
             users,
+            network_users,
             cohorts,
             now - self.settings.new_account_days * _DAY,
             self._new_models(),
@@ -494,20 +502,25 @@ class Analyzer:
         verdicts: list[Verdict] = []
         reports: list[ClusterReport] = []
         owners: dict[int, ClusterReport] = {}  # owned SimHash -> best cluster owning it
+        network_owners: dict[str, ClusterReport] = {}  # owned network -> its cluster
         assigned: dict[str, str] = {}
         for members in self._stable_order(groups):
             cluster_id = self._cluster_id(members, assigned)
-            report, member_verdicts, owns = self._judge(cluster_id, members, ctx)
+            report, member_verdicts, owns, networks = self._judge(cluster_id, members, ctx)
             reports.append(report)
             verdicts.extend(member_verdicts)
             for h in self._owned_simhashes(members, owns, ctx) if owns else ():
                 if h not in owners or report.score > owners[h].score:
                     owners[h] = report
+            for network in networks:
+                if network not in network_owners or report.score > network_owners[network].score:
+                    network_owners[network] = report
             for s in members:
                 assigned[s.account] = cluster_id
         self._cluster_of = assigned
         self.clusters = reports
         self.template_verdicts = self._template_verdicts(owners, now)
+        self.network_verdicts = self._network_verdicts(network_owners, now)
         return verdicts
 
     def _expire_and_summarize(self, now: float) -> dict[str, _Summary]:
@@ -700,8 +713,12 @@ class Analyzer:
 
     def _judge(
         self, cluster_id: str, members: Sequence[_Summary], ctx: _Context
-    ) -> tuple[ClusterReport, list[Verdict], set[str]]:
-        """Score a cluster, give each member its verdict, name the template clusters it owns."""
+    ) -> tuple[ClusterReport, list[Verdict], set[str], list[str]]:
+        """Score a cluster, give each member its verdict, name the templates and networks it owns.
+
+        Template clusters come as a set; networks as a list, those most members
+        used first, at most `network_verdicts.max_per_cluster`.
+        """
         s = self.settings
         identities = {m.identity for m in members}
         core = set().union(*(m.linked for m in members))  # the templates that bind the cluster
@@ -732,7 +749,18 @@ class Analyzer:
             if kinds >= s.min_kinds
             else set()
         )
-        owned = self._owned(members, core, by_score, ctx)
+        owned = self._owned(
+            members,
+            by_score,
+            lambda m: {ctx.template_cluster[t] for t in m.templates} & core,
+            ctx.cluster_identities,
+            s.template_verdicts,
+        )
+        networks = self._owned(
+            members, by_score, lambda m: m.networks, ctx.network_identities, s.network_verdicts
+        )
+        on_network = Counter(n for m in members for n in m.networks & networks)
+        ranked = sorted(networks, key=lambda n: (-on_network[n], n))
         verdicts: list[Verdict] = []
         for m in members:
             member_score = member_scores[m.account]
@@ -765,31 +793,36 @@ class Analyzer:
                     ctx.now + s.verdict_ttl,
                 )
             )
-        return report, verdicts, owned
+        return report, verdicts, owned, ranked[: s.network_verdicts.max_per_cluster]
 
+    @staticmethod
     def _owned(
-        self, members: Sequence[_Summary], core: set[str], by_score: set[str], ctx: _Context
+        members: Sequence[_Summary],
+        by_score: set[str],
+        used: Callable[[_Summary], set[str]],
+        users: Mapping[str, set[str]],
+        rule: OwnedVerdicts,
     ) -> set[str]:
-        """The core template clusters this cluster owns (see TemplateVerdicts).
+        """What of the things its members `used` this cluster owns (see OwnedVerdicts).
 
         `by_score`: the members the cluster's evidence restricts, before each
-        member's own checks (a new account has too few requests for those).
+        member's own checks (a new account has too few requests for those);
+        `users`: each thing's identities over the whole window.
         """
-        tv = self.settings.template_verdicts
-        if not tv.enabled or not by_score:
+        if not rule.enabled or not by_score:
             return set()
-        members_on: dict[str, set[str]] = {}  # core template cluster -> member identities
+        members_on: dict[str, set[str]] = {}  # thing -> member identities
         restricted_on: dict[str, set[str]] = {}
         for m in members:
-            for tc in {ctx.template_cluster[t] for t in m.templates} & core:
-                members_on.setdefault(tc, set()).add(m.identity)
+            for thing in used(m):
+                members_on.setdefault(thing, set()).add(m.identity)
                 if m.account in by_score:
-                    restricted_on.setdefault(tc, set()).add(m.identity)
+                    restricted_on.setdefault(thing, set()).add(m.identity)
         return {
-            tc
-            for tc, ids in restricted_on.items()
-            if len(ids) >= tv.min_identities
-            and len(ctx.cluster_identities[tc]) - len(members_on[tc]) <= tv.max_outsiders
+            thing
+            for thing, ids in restricted_on.items()
+            if len(ids) >= rule.min_identities
+            and len(users[thing]) - len(members_on[thing]) <= rule.max_outsiders
         }
 
     def _owned_simhashes(
@@ -848,12 +881,32 @@ class Analyzer:
             )
         return out
 
+    def _network_verdicts(
+        self, owners: Mapping[str, ClusterReport], now: float
+    ) -> list[NetworkVerdict]:
+        """One verdict per owned network, naming the cluster that owns it."""
+        s = self.settings
+        out = []
+        for network, report in sorted(owners.items()):
+            action: Action = s.network_verdicts.action
+            reasons = report.reasons
+            if s.shadow and action != "watch":
+                action, reasons = "watch", (f"shadow:{action}", *reasons)
+            out.append(
+                NetworkVerdict(
+                    network, action, report.cluster, report.score, reasons, now + s.verdict_ttl
+                )
+            )
+        return out
+
     def _cluster_values(
         self, members: Sequence[_Summary], core: set[str], ctx: _Context
     ) -> dict[str, float]:
         """The raw value of every score component over a cluster's members."""
         s = self.settings
-        active = [m for m in members if len(m.events) >= s.member_min_requests] or list(members)
+        active = [m for m in members if len(m.events) >= s.member_min_requests]
+        churn = [_churn(m) for m in active]
+        active = active or list(members)
         judged = [m for m in members if m.cv is not None and m.gaps >= s.timing.min_gaps]
         spread: dict[tuple[str, int], set[str]] = {}
         elicitation = 0.0
@@ -879,6 +932,7 @@ class Analyzer:
             "unverified": _share(members, lambda m: m.kyc != "verified"),
             "signup_cohort": _share(members, lambda m: m.account in ctx.cohorts),
             "proxy_pool": float(statistics.median(m.places for m in active)),
+            "network_churn": statistics.median(churn) if churn else 0.0,
         }
 
     def _regular(self, m: _Summary) -> bool:
@@ -927,6 +981,7 @@ class Analyzer:
             "unverified": 1.0 if m.kyc != "verified" else 0.0,
             "signup_cohort": 1.0 if m.account in ctx.cohorts else 0.0,
             "proxy_pool": float(m.places),
+            "network_churn": _churn(m) if len(m.events) >= s.member_min_requests else 0.0,
         }
         return [n for n, v in values.items() if getattr(s.components, n).strength(v) >= s.fire]
 
@@ -964,6 +1019,7 @@ def _summarize(account: str, acc: _Account, live: list[_Event]) -> _Summary:
         places=len({e.place for e in live if e.place}),
         client=clients.most_common(1)[0][0],
         pairs={(e.client, e.network) for e in live},
+        networks={e.network for e in live if e.network},
         gaps=len(gaps),
         cv=cv,
         median_gap=median_gap,
@@ -991,6 +1047,11 @@ def _met_often(
 def _core_share(m: _Summary, core: set[str], template_cluster: Mapping[str, str]) -> float:
     on_core = sum(n for t, n in m.templates.items() if template_cluster[t] in core)
     return on_core / len(m.events)
+
+
+def _churn(m: _Summary) -> float:
+    """Share of a member's requests after the first that brought a network new to it."""
+    return (m.places - 1) / (len(m.events) - 1) if len(m.events) > 1 and m.places else 0.0
 
 
 def _is_new(m: _Summary, new_after: float) -> bool:

@@ -5,7 +5,8 @@ bucket so they forget: accounts per prompt template per hour; accounts per
 /24 (or /48), per AS number and per client fingerprint per day; distinct
 templates per account per day. The account's timing and the off-path
 analysis' verdict on the account live under the account's hash tag, in the slot
-of its counters. Its verdicts on a campaign's own templates are found by the
+of its counters; its verdict on a network under the network's, with the
+network's pool counter. Its verdicts on a campaign's own templates are found by the
 request's SimHash: one key per 16-bit band of it, holding the owned SimHashes
 with that band value, which the detect phase then compares bit by bit. Time
 buckets come from the pipeline's clock, never the store's.
@@ -36,6 +37,12 @@ def _tag(letter: str, value: str) -> str:
 def verdict_key(account: str) -> str:
     """Where the off-path analysis writes its verdict on an account, e.g. `dg:v:{a:alice}`."""
     return VERDICT_PREFIX + hash_tag("account", account)
+
+
+def network_verdict_key(network: str) -> str:
+    """Where a verdict on a network lives, e.g. `dg:v:{n:203.0.113.0/24}`: the slot of the
+    network's pool counter, so the request reads it in the call that counts the network."""
+    return VERDICT_PREFIX + _tag("n", network)
 
 
 def simhash_bands(simhash: int) -> tuple[int, ...]:
@@ -111,5 +118,6 @@ def sightings(
         timing_key=timing_key(account),
         timing_ttl_ms=TIMING_TTL_MS,
         verdict_key=verdict_key(account),
+        network_verdict_key=network_verdict_key(network),
         template_verdict_keys=template_verdict_keys(simhash) if template and simhash else (),
     )

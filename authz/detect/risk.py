@@ -4,11 +4,13 @@ Each detector yields a strength from 0 to 1; weighted strengths combine as
 independent evidence (1 - prod(1 - w*s)), unverified accounts' scores are
 scaled up, and the tier's thresholds turn the score into none, watch,
 restrict or deny. A verdict of the off-path analysis on the account raises the
-action to its own; a verdict on a template near the request's (a restricted
-campaign's own template, its SimHash within the verdict's bits of the
-request's) raises it to at most restrict, since a template alone never shows
-who is behind a request. Shadow detectors are scored but left out
-of the action applied, so their effect can be measured before it is enforced.
+action to its own; a verdict on the request's network or on a template near
+the request's (a restricted campaign's own network or template, the
+template's SimHash within the verdict's bits of the request's) raises it to at
+most restrict, since neither alone shows who is behind a request (and a
+network verdict only applies to requests that ask for reasoning). Shadow
+detectors are scored but left out of the action applied, so their effect can
+be measured before it is enforced.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def assess_risk(
     if sighted is not None:
         verdicts = (
             ("verdict", sighted.verdict, Risk.DENY),
+            # A network verdict acts on what a campaign comes for, requests that ask for
+            # reasoning: people sharing a residential network with a proxy exit keep the
+            # tier's output for everything else.
+            (
+                "network_verdict",
+                sighted.network_verdict if strengths["elicitation"] > 0 else None,
+                Risk.RESTRICT,
+            ),
             (
                 "template_verdict",
                 near_template(sighted.template_verdicts, features.simhash),
@@ -71,8 +81,8 @@ def assess_risk(
             acts = detector not in shadow
             if acts:
                 applied = max(applied, said)
-            # The account's own verdict names its cluster in any case; a template verdict
-            # only when it acts, so a shadowed or watching one ties no one to a campaign.
+            # The account's own verdict names its cluster in any case; a network or template
+            # verdict only when it acts, so a shadowed or watching one ties no one to a campaign.
             if detector == "verdict" or (acts and said >= Risk.RESTRICT):
                 cluster = cluster or verdict.cluster
             score = max(score, min(1.0, verdict.score))

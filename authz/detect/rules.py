@@ -42,7 +42,9 @@ class Risk(IntEnum):
 
 _BY_LABEL = {r.name.lower(): r for r in Risk}
 
-Detector = Literal["template_spread", "elicitation", "regularity", "verdict", "template_verdict"]
+Detector = Literal[
+    "template_spread", "elicitation", "regularity", "verdict", "network_verdict", "template_verdict"
+]
 DETECTORS: tuple[Detector, ...] = get_args(Detector)
 
 

@@ -84,6 +84,13 @@ class Components(StrictModel):
         description="Members' median count of distinct networks (AS numbers, else /24s) "
         "over the window.",
     )
+    network_churn: Component = Field(
+        default=Component(start=0.5, full=0.9, weight=0.5),
+        description="Members' median share of their requests, after the first, that came "
+        "from a network (AS number, else /24) they had not used before in the window; only "
+        "members with `member_min_requests` requests are counted. Rotating proxies show it "
+        "from an account's third request, long before the count of networks grows.",
+    )
 
 
 KINDS: dict[str, Kind] = {
@@ -96,6 +103,7 @@ KINDS: dict[str, Kind] = {
     "unverified": "identity",
     "signup_cohort": "identity",
     "proxy_pool": "infrastructure",
+    "network_churn": "infrastructure",
 }
 """The kind of evidence each component is."""
 
@@ -219,37 +227,61 @@ class Thresholds(StrictModel):
         return self
 
 
-class TemplateVerdicts(StrictModel):
-    """Verdicts on the templates a restricted cluster owns, applied to every request near them.
+class OwnedVerdicts(StrictModel):
+    """What makes a template cluster or a network a restricted cluster's own, and its verdict.
 
     A campaign keeps opening accounts; a verdict on an account can only follow
-    its first analysed requests, while one on the campaign's templates restricts
-    the new account from its first request. A cluster owns a template cluster
-    (near-duplicates joined) of its core when enough of the members its score
-    restricts use it and no one else (at most `max_outsiders`) used it within
-    the window, so the people on a popular prompt frame never inherit a
-    campaign's restriction. The SimHashes of an owned template cluster get
-    verdicts, and a member whose every request is on owned template clusters
-    may be restricted (never denied) with fewer than `member_min_requests`.
+    its first analysed requests, while one on what the campaign owns (its
+    templates, the networks of its proxies) restricts the new account from its
+    first request. A cluster owns a template cluster (near-duplicates joined)
+    of its core, or a network (/24 or /48), when enough of the members its
+    score restricts used it and no one else (at most `max_outsiders`) used it
+    within the window, so the people on a popular prompt frame or behind a busy
+    network never inherit a campaign's restriction.
     """
 
-    enabled: bool = Field(default=True, description="Write verdicts on templates.")
+    enabled: bool = Field(default=True, description="Write these verdicts.")
     action: Literal["watch", "restrict"] = Field(
         default="restrict",
-        description="What a template verdict does (deny is never inferred from a template alone).",
+        description="What the verdict does (deny is never inferred from a template or a "
+        "network alone).",
     )
     min_identities: int = Field(
         default=3,
         ge=1,
         description="Identities among the members the cluster's score restricts (before "
-        "each member's own checks) that used the template cluster within the window.",
+        "each member's own checks) that used it within the window.",
     )
     max_outsiders: int = Field(
         default=0,
         ge=0,
-        description="Identities outside the cluster that may have used an owned template "
-        "cluster within the window.",
+        description="Identities outside the cluster that may have used it within the window.",
     )
+
+
+class NetworkVerdicts(OwnedVerdicts):
+    """Verdicts on the networks a restricted cluster owns (see OwnedVerdicts).
+
+    One key per network, `dg:v:{n:<network>}`, in the slot of the network's
+    pool counter, so the request path reads it in the call it already makes.
+    """
+
+    max_per_cluster: int = Field(
+        default=1000,
+        ge=1,
+        description="Owned networks per cluster at most (those most members used first).",
+    )
+
+
+class TemplateVerdicts(OwnedVerdicts):
+    """Verdicts on the templates a restricted cluster owns (see OwnedVerdicts).
+
+    The SimHashes of an owned template cluster get verdicts, applied to every
+    request near one of them, and a member whose every request is on owned
+    template clusters may be restricted (never denied) with fewer than
+    `member_min_requests`.
+    """
+
     max_per_cluster: int = Field(
         default=1000,
         ge=1,
@@ -352,6 +384,10 @@ class AnalysisSettings(StrictModel):
     template_verdicts: TemplateVerdicts = Field(
         default_factory=TemplateVerdicts,
         description="Verdicts on a restricted cluster's own templates.",
+    )
+    network_verdicts: NetworkVerdicts = Field(
+        default_factory=NetworkVerdicts,
+        description="Verdicts on a restricted cluster's own networks.",
     )
     kyc_multipliers: dict[str, float] = Field(
         default_factory=lambda: {

@@ -6,6 +6,7 @@ Verdicts on a restricted campaign's own templates are kept by SimHash band, so
 that a request finds those near its own SimHash under its four band values:
 
     dg:v:{a:<account>}          hash: action, cluster, score, until, reasons
+    dg:v:{n:<network>}          the same, on a network (/24 or /48) a cluster owns
     dg:v:{b:<band>.<value>}     the same, and bits, simhashes (comma-separated hex)
 
 `until` is epoch seconds (float text) and the key expires then (PEXPIREAT):
@@ -20,7 +21,7 @@ from typing import Literal, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 
-from authz.detect.keys import verdict_key
+from authz.detect.keys import network_verdict_key, verdict_key
 from authz.metering.result import VerdictView
 
 Action = Literal["watch", "restrict", "deny"]
@@ -87,7 +88,37 @@ class TemplateVerdict:
         )
 
 
-AnyVerdict = Verdict | TemplateVerdict
+@dataclass(frozen=True, slots=True)
+class NetworkVerdict:
+    """The analysis' judgement of a network (/24 or /48) a restricted cluster owns.
+
+    The request path applies it to every request from the network: a
+    campaign's new account, calling through the campaign's proxies, is
+    restricted from its first request.
+    """
+
+    network: str
+    action: Action
+    cluster: str  # the cluster that owns the network
+    score: float  # its score
+    reasons: tuple[str, ...]
+    until: float
+
+    @property
+    def key(self) -> str:
+        """Its store key (the slot of the network's pool counter)."""
+        return network_verdict_key(self.network)
+
+    def fields(self) -> dict[str, str]:
+        """The Redis hash fields of this verdict."""
+        return _fields(self)
+
+    def view(self) -> VerdictView:
+        """What the request path reads of it."""
+        return VerdictView(self.action, self.cluster, self.score, self.until)
+
+
+AnyVerdict = Verdict | TemplateVerdict | NetworkVerdict
 
 
 def _fields(v: AnyVerdict) -> dict[str, str]:

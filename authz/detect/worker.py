@@ -101,6 +101,7 @@ class WorkerStats:
     event_records: int = 0  # records of reportable events (not decisions): skipped
     analyses: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
+    network_verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
     template_verdicts: Counter[str] = field(default_factory=Counter)  # written, by action
     stale: int = 0  # verdicts not written: expired before they were computed (a backlog)
     events: int = 0  # reportable events this worker reported
@@ -116,6 +117,7 @@ class WorkerStats:
             "event_records": self.event_records,
             "analyses": self.analyses,
             "verdicts": dict(self.verdicts),
+            "network_verdicts": dict(self.network_verdicts),
             "template_verdicts": dict(self.template_verdicts),
             "stale": self.stale,
             "events": self.events,
@@ -302,12 +304,15 @@ class AnalysisWorker:
         # backlog older than that would write keys that expire at once: skip them.
         wall = self._wall()
         fresh = [v for v in verdicts if v.until > wall]
+        networks = [v for v in self.analyzer.network_verdicts if v.until > wall]
         templates = [v for v in self.analyzer.template_verdicts if v.until > wall]
-        if leader and (fresh or templates):
-            await self.sink.put([*fresh, *templates])
+        if leader and (fresh or networks or templates):
+            await self.sink.put([*fresh, *networks, *templates])
             self.stats.verdicts.update(v.action for v in fresh)
+            self.stats.network_verdicts.update(v.action for v in networks)
             self.stats.template_verdicts.update(v.action for v in templates)
         self.stats.stale += len(verdicts) - len(fresh)
+        self.stats.stale += len(self.analyzer.network_verdicts) - len(networks)
         self.stats.stale += len(self.analyzer.template_verdicts) - len(templates)
         if self.events is not None:
             reported = await self.events.after_analysis(latest, self.analyzer.clusters, verdicts)
@@ -325,6 +330,7 @@ class AnalysisWorker:
                 "accounts": self.analyzer.accounts,
                 "clusters": len(self.analyzer.clusters),
                 "verdicts": dict(actions),
+                "network_verdicts": len(self.analyzer.network_verdicts),
                 "template_verdicts": len(self.analyzer.template_verdicts),
                 "written": leader,
                 "shadow": self.settings.shadow,

@@ -9,8 +9,8 @@ random request sequences). Numbers are written with %.17g so floats round-trip.
 from __future__ import annotations
 
 # KEYS: counter keys, volume keys, observation keys, then the timing key and the
-#   verdict keys (the account's, then template bands) when asked for (all in one slot on
-#   Cluster).
+#   verdict keys (the account's, the network's, then template bands) when asked for
+#   (all in one slot on Cluster).
 # ARGV: now_ms, n_counters, n_volumes,
 #   per counter: window_ms, limit, throttled_limit, cost, volume index (1-based, 0 none), ttl_ms
 #   per volume:  action (0 record, 1 throttle, 2 deny), alpha, z_score, multiple,

@@ -99,6 +99,7 @@ class MemoryRateStore:
             tuple(observed),
             timing,
             self._verdict(s.verdict_key, now_ms),
+            self._verdict(s.network_verdict_key, now_ms),
             tuple(
                 v
                 for v in (self._verdict(k, now_ms) for k in s.template_verdict_keys)

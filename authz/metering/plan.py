@@ -112,22 +112,26 @@ class Sightings:
     """What detection asks of the store besides the counters, all in the same call.
 
     Pool counts (observations), the account's request timing (gaps between its
-    requests, hours of day), and the off-path analysis' verdicts on the account
-    and on the templates near the request's (one key per SimHash band). Timing
-    and account verdict keys carry the account's hash tag, each band key its own.
+    requests, hours of day), and the off-path analysis' verdicts on the account,
+    on the request's network and on the templates near the request's (one key
+    per SimHash band). Timing and account verdict keys carry the account's hash
+    tag, the network verdict key the network pool's, each band key its own.
     """
 
     observations: tuple[Observation, ...] = ()
     timing_key: str = ""
     timing_ttl_ms: int = 0
     verdict_key: str = ""
+    network_verdict_key: str = ""
     template_verdict_keys: tuple[str, ...] = ()
 
-    def keys_in(self, tag: str) -> tuple[bool, bool, tuple[int, ...]]:
-        """Whether the timing and the verdict keys live in slot `tag`; which band keys do."""
+    def keys_in(self, tag: str) -> tuple[bool, bool, bool, tuple[int, ...]]:
+        """Whether the timing, account and network verdict keys live in slot `tag`; which
+        band keys do."""
         return (
             bool(self.timing_key) and _tag_of(self.timing_key) == tag,
             bool(self.verdict_key) and _tag_of(self.verdict_key) == tag,
+            bool(self.network_verdict_key) and _tag_of(self.network_verdict_key) == tag,
             tuple(i for i, k in enumerate(self.template_verdict_keys) if _tag_of(k) == tag),
         )
 
@@ -146,6 +150,7 @@ class SlotGroup:
     observations: tuple[int, ...] = ()
     timing: bool = False
     verdict: bool = False
+    network_verdict: bool = False
     template_verdicts: tuple[int, ...] = ()  # indices into Sightings.template_verdict_keys
 
 
@@ -175,6 +180,7 @@ class Plan:
             tuple(range(len(s.observations))) if s else (),
             bool(s and s.timing_key),
             bool(s and s.verdict_key),
+            bool(s and s.network_verdict_key),
             tuple(range(len(s.template_verdict_keys))) if s else (),
         )
 
@@ -189,12 +195,17 @@ class Plan:
         if s is not None:
             for i, o in enumerate(s.observations):
                 tags.setdefault(o.tag, ([], [], []))[2].append(i)
-            for key in (s.timing_key, s.verdict_key, *s.template_verdict_keys):
+            for key in (
+                s.timing_key,
+                s.verdict_key,
+                s.network_verdict_key,
+                *s.template_verdict_keys,
+            ):
                 if key:
                     tags.setdefault(_tag_of(key), ([], [], []))
         groups = []
         for t, (cs, vs, os_) in tags.items():
-            reads = s.keys_in(t) if s is not None else (False, False, ())
+            reads = s.keys_in(t) if s is not None else (False, False, False, ())
             groups.append(SlotGroup(t, tuple(cs), tuple(vs), tuple(os_), *reads))
         return tuple(groups)
 

@@ -45,6 +45,7 @@ class _Reply:
     observed: tuple[int, ...] = ()
     timing: Timing | None = None
     verdict: VerdictView | None = None
+    network_verdict: VerdictView | None = None
     template_verdicts: tuple[VerdictView, ...] = ()
 
 
@@ -91,10 +92,11 @@ def script_args(plan: Plan, group: SlotGroup, now_ms: int) -> tuple[list[str], l
 
 
 def _verdict_keys(sight: Sightings | None, group: SlotGroup) -> list[str]:
-    """The verdict keys `group` reads: the account's, then its template bands'."""
+    """The verdict keys `group` reads: the account's, the network's, then template bands'."""
     if sight is None:
         return []
     keys = [sight.verdict_key] if group.verdict else []
+    keys += [sight.network_verdict_key] if group.network_verdict else []
     return keys + [sight.template_verdict_keys[i] for i in group.template_verdicts]
 
 
@@ -134,10 +136,11 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
         pos += 4
         timing = Timing(_int(gaps), float(text(mean)), float(text(m2)), int(float(text(hours))))
     read: list[VerdictView | None] = []
-    for _ in range(int(group.verdict) + len(group.template_verdicts)):
+    for _ in range(int(group.verdict) + int(group.network_verdict) + len(group.template_verdicts)):
         read.append(read_verdict(reply[pos : pos + 6], now_ms))
         pos += 6
     verdict = read.pop(0) if group.verdict else None
+    network_verdict = read.pop(0) if group.network_verdict else None
     return _Reply(
         group,
         _int(reply[0]) == 1,
@@ -146,6 +149,7 @@ def parse_reply(plan: Plan, group: SlotGroup, now_ms: int, reply: Sequence[objec
         observed,
         timing,
         verdict,
+        network_verdict,
         tuple(v for v in read if v is not None),
     )
 
@@ -270,7 +274,12 @@ class RedisRateStore:
 def _only_template_verdicts(group: SlotGroup) -> bool:
     """Whether a slot's call only reads template verdicts (charges and counts nothing)."""
     return not (
-        group.counters or group.volumes or group.observations or group.timing or group.verdict
+        group.counters
+        or group.volumes
+        or group.observations
+        or group.timing
+        or group.verdict
+        or group.network_verdict
     )
 
 
@@ -280,12 +289,13 @@ def _sighted(plan: Plan, replies: list[_Reply]) -> Sighted | None:
     if s is None:
         return None
     counts: dict[int, int] = {}
-    timing = verdict = None
+    timing = verdict = network_verdict = None
     near: list[VerdictView] = []
     for r in replies:
         counts.update(zip(r.group.observations, r.observed, strict=True))
         timing = timing or r.timing
         verdict = verdict or r.verdict
+        network_verdict = network_verdict or r.network_verdict
         near += r.template_verdicts
     observed = tuple((o.name, counts.get(i, 0)) for i, o in enumerate(s.observations))
-    return Sighted(observed, timing, verdict, tuple(near))
+    return Sighted(observed, timing, verdict, network_verdict, tuple(near))

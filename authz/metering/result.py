@@ -91,7 +91,7 @@ MAX_NEAR_BITS = 11
 
 @dataclass(frozen=True, slots=True)
 class VerdictView:
-    """The off-path analysis' verdict on an account or a template, as read with the counters."""
+    """The off-path analysis' verdict on an account, a network or a template, as read."""
 
     action: str  # watch | restrict | deny
     cluster: str
@@ -108,6 +108,7 @@ class Sighted(NamedTuple):
     observed: tuple[tuple[str, int], ...] = ()  # (signal, distinct count after this request)
     timing: Timing | None = None
     verdict: VerdictView | None = None  # on the account
+    network_verdict: VerdictView | None = None  # on the request's network
     template_verdicts: tuple[VerdictView, ...] = ()  # on the request's SimHash bands, in force
 
 

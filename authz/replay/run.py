@@ -179,7 +179,11 @@ class OffPath:
         if self.events is not None:
             reported = await self.events.after_analysis(at, self.analyzer.clusters, verdicts)
             self.events_by_kind.update(e.kind for e in reported)
-        written: list[AnyVerdict] = [*verdicts, *self.analyzer.template_verdicts]
+        written: list[AnyVerdict] = [
+            *verdicts,
+            *self.analyzer.network_verdicts,
+            *self.analyzer.template_verdicts,
+        ]
         if not written:
             return
         rates = self.app.rates
@@ -190,7 +194,7 @@ class OffPath:
             from authz.detect.verdicts import RedisVerdictSink
 
             await RedisVerdictSink(self.app.redis).put(written, now=at)
-        self.verdicts_written += len(verdicts)  # on accounts; the template ones are by band
+        self.verdicts_written += len(verdicts)  # on accounts (not networks or template bands)
 
 
 class AuditFile:
