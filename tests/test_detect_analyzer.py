@@ -361,6 +361,32 @@ def test_a_campaign_owns_the_networks_of_its_proxies() -> None:
     assert "neighbour" not in {v.account for v in verdicts}
 
 
+def test_a_customer_swept_into_the_cluster_never_makes_its_networks_the_campaigns() -> None:
+    """A verified customer with the campaign's client fingerprint on two of the proxy /24s is
+    linked into the cluster but only watched; it is an outsider on its networks, so neither
+    gets a network verdict, while the campaign's other networks do."""
+    records = campaign(START)
+    pool = sorted(n for n, users in network_users(records).items() if users >= 3)
+    home = pool[:2]
+    for k in range(8):
+        records.append(
+            record(
+                "customer",
+                START + 3600 * (k + 1),
+                network=home[k % 2],
+                asn=7922 + k % 2,
+                client="c0ffee0000000001",
+                elicitation=0.1,
+            )
+        )
+    analyzer, verdicts = run(records, START + DAY)
+    judged = {v.account: v for v in verdicts}
+    assert judged["customer"].action == "watch"
+    assert judged["customer"].cluster == judged["camp000"].cluster  # swept in
+    owned = {v.network for v in analyzer.network_verdicts}
+    assert not owned & set(home) and set(pool[2:]) <= owned
+
+
 def test_network_verdicts_are_capped_follow_shadow_and_can_be_switched_off() -> None:
     """`max_per_cluster` keeps the networks most members used; shadow writes `watch`."""
     records = campaign(START)
@@ -372,6 +398,8 @@ def test_network_verdicts_are_capped_follow_shadow_and_can_be_switched_off() -> 
     assert min(members_on[n] for n in kept) >= max(
         members_on[n] for n in members_on if n not in kept
     )
+    few = AnalysisSettings.model_validate({"network_verdicts": {"max_total": 3}})
+    assert len(run(records, START + DAY, few)[0].network_verdicts) == 3
     shadow, _ = run(records, START + DAY, AnalysisSettings(shadow=True))
     assert shadow.network_verdicts
     assert {(v.action, v.reasons[0]) for v in shadow.network_verdicts} == {

@@ -122,6 +122,23 @@ async def _replay(
     return [await store.hit(_plan(a, tpl, now), now) for a, tpl, now in seq]
 
 
+def test_sightings_share_slots_with_what_they_read() -> None:
+    """On Cluster the account's verdict and timing sit with its counters, the network's
+    verdict with the network's pool, and each band key in a slot of its own."""
+    plan = _plan("acct1", "t", T0)
+    groups = {g.tag: g for g in plan.groups()}
+    assert plan.sightings is not None
+    names = [o.name for o in plan.sightings.observations]
+    account = groups["{a:acct1}"]
+    assert account.timing and account.verdict and account.counters
+    network = groups["{n:73.1.1.0/24}"]
+    assert network.network_verdict and not network.verdict
+    assert [names[i] for i in network.observations] == ["network_accounts"]
+    assert sum(g.network_verdict for g in groups.values()) == 1
+    bands = [g for g in groups.values() if g.template_verdicts]
+    assert len(bands) == 4 and all(not g.observations and not g.counters for g in bands)
+
+
 def test_memory_pools_count_distinct_members_per_bucket() -> None:
     store = MemoryRateStore()
 

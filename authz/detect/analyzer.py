@@ -756,11 +756,7 @@ class Analyzer:
             ctx.cluster_identities,
             s.template_verdicts,
         )
-        networks = self._owned(
-            members, by_score, lambda m: m.networks, ctx.network_identities, s.network_verdicts
-        )
-        on_network = Counter(n for m in members for n in m.networks & networks)
-        ranked = sorted(networks, key=lambda n: (-on_network[n], n))
+        enforced: set[str] = set()  # members restricted or denied after their own checks
         verdicts: list[Verdict] = []
         for m in members:
             member_score = member_scores[m.account]
@@ -780,9 +776,9 @@ class Analyzer:
                 # cluster qualifies: its own evidence wavers as requests enter and leave the
                 # window, and each lapse would serve it in full again.
                 self._held[m.account] = (ctx.now + s.verdict_ttl, ceiling)
-            said = reasons
-            if s.shadow and action != "watch":
-                said, action = (f"shadow:{action}", *reasons), "watch"
+            if action != "watch":
+                enforced.add(m.account)
+            action, said = _shadowed(action, reasons, s.shadow)
             verdicts.append(
                 Verdict(
                     m.account,
@@ -793,6 +789,19 @@ class Analyzer:
                     ctx.now + s.verdict_ttl,
                 )
             )
+        # A network is owned only through members restricted on their own evidence, and
+        # every other identity on it, member or not, is an outsider: a customer swept
+        # into the cluster never turns its home network into the campaign's.
+        networks = self._owned(
+            members,
+            enforced,
+            lambda m: m.networks,
+            ctx.network_identities,
+            s.network_verdicts,
+            insiders_only=True,
+        )
+        on_network = Counter(n for m in members for n in m.networks & networks)
+        ranked = sorted(networks, key=lambda n: (-on_network[n], n))
         return report, verdicts, owned, ranked[: s.network_verdicts.max_per_cluster]
 
     @staticmethod
@@ -802,12 +811,15 @@ class Analyzer:
         used: Callable[[_Summary], set[str]],
         users: Mapping[str, set[str]],
         rule: OwnedVerdicts,
+        *,
+        insiders_only: bool = False,
     ) -> set[str]:
         """What of the things its members `used` this cluster owns (see OwnedVerdicts).
 
-        `by_score`: the members the cluster's evidence restricts, before each
-        member's own checks (a new account has too few requests for those);
-        `users`: each thing's identities over the whole window.
+        `by_score`: the members whose use counts towards `min_identities`;
+        `users`: each thing's identities over the whole window. Outsiders are
+        the identities that are not members, or with `insiders_only` every
+        identity not in `by_score`.
         """
         if not rule.enabled or not by_score:
             return set()
@@ -822,7 +834,8 @@ class Analyzer:
             thing
             for thing, ids in restricted_on.items()
             if len(ids) >= rule.min_identities
-            and len(users[thing]) - len(members_on[thing]) <= rule.max_outsiders
+            and len(users[thing] - (ids if insiders_only else members_on[thing]))
+            <= rule.max_outsiders
         }
 
     def _owned_simhashes(
@@ -863,10 +876,7 @@ class Analyzer:
         out = []
         for key, hashes in sorted(by_key.items()):
             top = owners[hashes[0]]
-            action: Action = tv.action
-            reasons = top.reasons
-            if s.shadow and action != "watch":
-                action, reasons = "watch", (f"shadow:{action}", *reasons)
+            action, reasons = _shadowed(tv.action, top.reasons, s.shadow)
             out.append(
                 TemplateVerdict(
                     key,
@@ -884,14 +894,14 @@ class Analyzer:
     def _network_verdicts(
         self, owners: Mapping[str, ClusterReport], now: float
     ) -> list[NetworkVerdict]:
-        """One verdict per owned network, naming the cluster that owns it."""
+        """One verdict per owned network, naming the cluster that owns it (at most
+        `max_total`, those of the highest-scoring clusters first)."""
         s = self.settings
+        ranked = sorted(owners, key=lambda n: (-owners[n].score, owners[n].cluster, n))
         out = []
-        for network, report in sorted(owners.items()):
-            action: Action = s.network_verdicts.action
-            reasons = report.reasons
-            if s.shadow and action != "watch":
-                action, reasons = "watch", (f"shadow:{action}", *reasons)
+        for network in sorted(ranked[: s.network_verdicts.max_total]):
+            report = owners[network]
+            action, reasons = _shadowed(s.network_verdicts.action, report.reasons, s.shadow)
             out.append(
                 NetworkVerdict(
                     network, action, report.cluster, report.score, reasons, now + s.verdict_ttl
@@ -1071,6 +1081,16 @@ def _pivot(e: _Event, new_models: Mapping[str, float], window: float) -> tuple[i
                 return 1, 1
             eligible = 1
     return 0, eligible
+
+
+def _shadowed(
+    action: Action, reasons: tuple[str, ...], shadow: bool
+) -> tuple[Action, tuple[str, ...]]:
+    """A verdict's action and reasons as written: in shadow mode, `watch` led by what it
+    would have been (`shadow:restrict`)."""
+    if shadow and action != "watch":
+        return "watch", (f"shadow:{action}", *reasons)
+    return action, reasons
 
 
 def _rank(action: Action) -> int:

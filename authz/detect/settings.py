@@ -264,12 +264,21 @@ class NetworkVerdicts(OwnedVerdicts):
 
     One key per network, `dg:v:{n:<network>}`, in the slot of the network's
     pool counter, so the request path reads it in the call it already makes.
+    Stricter than for templates: only members restricted on their own evidence
+    count towards `min_identities`, and every other identity that used the
+    network, cluster member or not, is an outsider.
     """
 
     max_per_cluster: int = Field(
         default=1000,
         ge=1,
         description="Owned networks per cluster at most (those most members used first).",
+    )
+    max_total: int = Field(
+        default=20000,
+        ge=1,
+        description="Owned networks at most over all clusters (those of the highest-scoring "
+        "clusters first): bounds the keys written per analysis.",
     )
 
 
