@@ -500,6 +500,38 @@ def test_cover_traffic_does_not_pull_in_benign_users() -> None:
     assert all(judged.get(f"camp{i:03d}") in {"restrict", "deny"} for i in range(30))
 
 
+def test_a_campaign_spread_over_many_templates_keeps_them_all_in_its_core() -> None:
+    """Sixty fresh accounts with two requests each, spread over thirty unrelated templates
+    (each used by four accounts, under a tenth of the group): every template is in the
+    cluster's core, so the members' whole traffic counts as concentrated on it."""
+    rng = random.Random(12)
+    templates = [rng.getrandbits(64) for _ in range(30)]
+    records = []
+    for i in range(60):
+        for k in range(2):
+            t = templates[(i + 31 * k) % 30]
+            records.append(
+                record(
+                    f"slow{i:02d}",
+                    START + 3600 * (i % 12) + 7200 * k + i,
+                    tier="free",
+                    kyc="unverified",
+                    created=rfc3339(START - DAY + 60 * i),
+                    network=f"{20 + i}.{k}.9.0/24",
+                    asn=64500 + 2 * i + k,
+                    client="c0ffee0000000001",
+                    template=f"{t:016x}",
+                    simhash=t,
+                    elicitation=0.7,
+                )
+            )
+    analyzer, _ = run(records, START + DAY)
+    (cluster,) = analyzer.clusters
+    assert cluster.accounts == 60
+    assert cluster.values["template_concentration"] == 1.0
+    assert cluster.values["network_churn"] == 1.0  # two requests, two networks each
+
+
 def test_popular_sdk_from_many_networks_is_no_cluster() -> None:
     """Hundreds of unrelated users of one popular SDK (one fingerprint) link to nothing."""
     rng = random.Random(5)

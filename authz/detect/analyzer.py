@@ -641,7 +641,7 @@ class Analyzer:
             if len(group) < 2:
                 continue
             uses = Counter(tc for m in group for tc in m.linked)
-            need = max(2.0, link.core_share * len(group))
+            need = max(2.0, link.core_share * max(uses.values(), default=0))
             core = {tc for tc, n in uses.items() if n >= need}
             for m in group:
                 m.linked &= core
@@ -915,7 +915,7 @@ class Analyzer:
         """The raw value of every score component over a cluster's members."""
         s = self.settings
         active = [m for m in members if len(m.events) >= s.member_min_requests]
-        churn = [_churn(m) for m in active]
+        churn = [_churn(m) for m in members if len(m.events) >= 2]
         active = active or list(members)
         judged = [m for m in members if m.cv is not None and m.gaps >= s.timing.min_gaps]
         spread: dict[tuple[str, int], set[str]] = {}
@@ -991,7 +991,7 @@ class Analyzer:
             "unverified": 1.0 if m.kyc != "verified" else 0.0,
             "signup_cohort": 1.0 if m.account in ctx.cohorts else 0.0,
             "proxy_pool": float(m.places),
-            "network_churn": _churn(m) if len(m.events) >= s.member_min_requests else 0.0,
+            "network_churn": _churn(m),
         }
         return [n for n, v in values.items() if getattr(s.components, n).strength(v) >= s.fire]
 
@@ -1060,7 +1060,8 @@ def _core_share(m: _Summary, core: set[str], template_cluster: Mapping[str, str]
 
 
 def _churn(m: _Summary) -> float:
-    """Share of a member's requests after the first that brought a network new to it."""
+    """Share of a member's requests after the first that brought a network new to it
+    (0 for a single request)."""
     return (m.places - 1) / (len(m.events) - 1) if len(m.events) > 1 and m.places else 0.0
 
 

@@ -87,9 +87,9 @@ class Components(StrictModel):
     network_churn: Component = Field(
         default=Component(start=0.5, full=0.9, weight=0.5),
         description="Members' median share of their requests, after the first, that came "
-        "from a network (AS number, else /24) they had not used before in the window; only "
-        "members with `member_min_requests` requests are counted. Rotating proxies show it "
-        "from an account's third request, long before the count of networks grows.",
+        "from a network (AS number, else /24) they had not used before in the window; "
+        "members with a single request are left out. Rotating proxies show it from an "
+        "account's second request, long before the count of networks grows.",
     )
 
 
@@ -155,12 +155,12 @@ class Linking(StrictModel):
         "nothing.",
     )
     core_share: float = Field(
-        default=0.1,
+        default=0.25,
         ge=0,
         le=1,
-        description="A group's core: the template clusters at least this share of its members "
-        "(and two at least) are linked through. Template links outside the core are dropped "
-        "and the accounts linked again.",
+        description="A group's core: the template clusters that link at least this fraction "
+        "of the members its most used template cluster links (and two members at least). "
+        "Template links outside the core are dropped and the accounts linked again.",
     )
     entity: bool = Field(default=True, description="Link accounts of one entity (strong link).")
     client_network: bool = Field(
