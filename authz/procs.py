@@ -7,10 +7,9 @@ and a child that exits while we wait fails fast with its log tail.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,15 +26,21 @@ from authz.geobuild import demo_database
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook asking Linux to SIGTERM the child if we die (no orphans on kill -9)."""
+def _die_with_parent() -> list[str]:
+    """A command prefix asking Linux to SIGTERM the child if we die (no orphans on kill -9).
+
+    util-linux's `setpriv` sets the parent-death signal and execs the command. A
+    `preexec_fn` doing the same would make Python fork and run its after-fork
+    hooks in the child, and gRPC's hook aborts a child forked while gRPC threads
+    are busy (the tests run servers in process); without one, the child is
+    spawned with no Python code in it. The signal is armed once `setpriv` runs,
+    a few milliseconds after the spawn; a parent killed within them leaves the
+    child running.
+    """
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def child_env() -> dict[str, str]:
@@ -63,13 +68,12 @@ class Child:
             out = open(logdir / stdout_name, "ab") if stdout_name else err  # noqa: SIM115 (closed below)
             try:
                 proc = subprocess.Popen(
-                    argv,
+                    _die_with_parent() + argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
                     env=child_env(),
                     process_group=0,
-                    preexec_fn=_die_with_parent(),  # noqa: PLW1509 (the hook only calls prctl)
                 )
             finally:
                 if out is not err:
