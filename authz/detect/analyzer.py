@@ -641,7 +641,13 @@ class Analyzer:
             if len(group) < 2:
                 continue
             uses = Counter(tc for m in group for tc in m.linked)
-            need = max(2.0, link.core_share * max(uses.values(), default=0))
+            need = max(
+                2.0,
+                min(
+                    link.core_share * len(group),
+                    link.core_relative * max(uses.values(), default=0),
+                ),
+            )
             core = {tc for tc, n in uses.items() if n >= need}
             for m in group:
                 m.linked &= core

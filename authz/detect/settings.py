@@ -155,12 +155,20 @@ class Linking(StrictModel):
         "nothing.",
     )
     core_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A group's core: the template clusters at least this share of its members "
+        "(and two at least) are linked through, or `core_relative` of the members its most "
+        "used template cluster links, whichever is fewer. Template links outside the core "
+        "are dropped and the accounts linked again.",
+    )
+    core_relative: float = Field(
         default=0.25,
         ge=0,
         le=1,
-        description="A group's core: the template clusters that link at least this fraction "
-        "of the members its most used template cluster links (and two members at least). "
-        "Template links outside the core are dropped and the accounts linked again.",
+        description="... so that a campaign spread evenly over many templates, each used by "
+        "few of its accounts, keeps them all in its core.",
     )
     entity: bool = Field(default=True, description="Link accounts of one entity (strong link).")
     client_network: bool = Field(
