@@ -44,16 +44,20 @@ def reason_of(resp: external_auth_pb2.CheckResponse) -> str:
     return str(json.loads(resp.denied_response.body)["reason"])
 
 
-def start(tmp_path: Path, store: str) -> ServerThread:
+def start(tmp_path: Path, store: str, *, check_budget: float = 1.0) -> ServerThread:
     """A server with the test limits on the given store."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    return ServerThread(demo_settings(rules=rules, store=store, check_budget=1.0))
+    return ServerThread(demo_settings(rules=rules, store=store, check_budget=check_budget))
 
 
 def test_concurrent_checks_never_exceed_the_limit(tmp_path: Path, redis_url: str) -> None:
-    """200 concurrent checks for one account with a limit of 50: exactly 50 are allowed."""
-    running = start(tmp_path, redis_url)
+    """200 concurrent checks for one account with a limit of 50: exactly 50 are allowed.
+
+    The budget is generous: this is about atomic counting, and 200 checks queued
+    at once on a busy machine can outlast one second without anything being wrong.
+    """
+    running = start(tmp_path, redis_url, check_budget=10.0)
     try:
 
         async def burst() -> Counter[str]:
