@@ -920,9 +920,8 @@ class Analyzer:
     ) -> dict[str, float]:
         """The raw value of every score component over a cluster's members."""
         s = self.settings
-        active = [m for m in members if len(m.events) >= s.member_min_requests]
+        active = [m for m in members if len(m.events) >= s.member_min_requests] or list(members)
         churn = [_churn(m) for m in members if len(m.events) >= 2]
-        active = active or list(members)
         judged = [m for m in members if m.cv is not None and m.gaps >= s.timing.min_gaps]
         spread: dict[tuple[str, int], set[str]] = {}
         elicitation = 0.0

@@ -257,13 +257,26 @@ class OwnedVerdicts(StrictModel):
     min_identities: int = Field(
         default=3,
         ge=1,
-        description="Identities among the members the cluster's score restricts (before "
-        "each member's own checks) that used it within the window.",
+        description="Identities among the members the cluster's score restricts that used "
+        "it within the window (for a template cluster before each member's own checks, for "
+        "a network after them).",
     )
     max_outsiders: int = Field(
         default=0,
         ge=0,
         description="Identities outside the cluster that may have used it within the window.",
+    )
+    max_per_cluster: int = Field(
+        default=1000,
+        ge=1,
+        description="Owned SimHashes (or networks) per cluster at most, those most members "
+        "used first.",
+    )
+    max_total: int = Field(
+        default=20000,
+        ge=1,
+        description="Owned SimHashes (or networks) at most over all clusters, those of the "
+        "highest-scoring clusters first: bounds the keys written per analysis.",
     )
 
 
@@ -277,18 +290,6 @@ class NetworkVerdicts(OwnedVerdicts):
     network, cluster member or not, is an outsider.
     """
 
-    max_per_cluster: int = Field(
-        default=1000,
-        ge=1,
-        description="Owned networks per cluster at most (those most members used first).",
-    )
-    max_total: int = Field(
-        default=20000,
-        ge=1,
-        description="Owned networks at most over all clusters (those of the highest-scoring "
-        "clusters first): bounds the keys written per analysis.",
-    )
-
 
 class TemplateVerdicts(OwnedVerdicts):
     """Verdicts on the templates a restricted cluster owns (see OwnedVerdicts).
@@ -299,17 +300,6 @@ class TemplateVerdicts(OwnedVerdicts):
     `member_min_requests`.
     """
 
-    max_per_cluster: int = Field(
-        default=1000,
-        ge=1,
-        description="Owned SimHashes per cluster at most (those most members used first).",
-    )
-    max_total: int = Field(
-        default=20000,
-        ge=1,
-        description="Owned SimHashes at most over all clusters (those of the highest-scoring "
-        "clusters first): bounds the keys written per analysis.",
-    )
     max_per_key: int = Field(
         default=64,
         ge=1,
